@@ -1,0 +1,190 @@
+// The only pybind11 file: array views in, arrays out, the GIL released around heavy work,
+// core InputError mapped to crve._core.CoreInputError(code, index, message).
+#include <pybind11/eigen.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <optional>
+#include <string>
+
+#include "crve/estimators.hpp"
+#include "crve/model.hpp"
+#include "crve/stats.hpp"
+
+namespace py = pybind11;
+using namespace crve;
+
+namespace {
+
+using F64Array = py::array_t<double, 0>;  // no forcecast: the Python layer converts once
+using I64Array = py::array_t<std::int64_t, 0>;
+
+MatrixView matrix_view(const F64Array& X) {
+  if (X.ndim() != 2) throw std::invalid_argument("X must be 2-D");
+  return MatrixView{X.data(), X.shape(0), X.shape(1), X.strides(0) / 8, X.strides(1) / 8};
+}
+
+VectorView vector_view(const F64Array& y) {
+  if (y.ndim() != 1) throw std::invalid_argument("y must be 1-D");
+  return VectorView{y.data(), y.shape(0), y.strides(0) / 8};
+}
+
+Variant parse_variant(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::toupper(c); });
+  if (s == "CV0") return Variant::CV0;
+  if (s == "CV1") return Variant::CV1;
+  if (s == "CV2") return Variant::CV2;
+  if (s == "CV3") return Variant::CV3;
+  if (s == "CV3J") return Variant::CV3J;
+  throw std::invalid_argument("unknown variant " + s);
+}
+
+py::dict omega_dict(const OmegaSums& o) {
+  py::dict d;
+  d["trace"] = o.trace;
+  d["tr_abab"] = o.tr_abab;
+  d["tr_aabb"] = o.tr_aabb;
+  d["leverage_one"] = o.leverage_one;
+  return d;
+}
+
+const char* code_name(InputError::Code c) {
+  switch (c) {
+    case InputError::NonFinite: return "nonfinite";
+    case InputError::AllZeroColumn: return "all_zero_column";
+    case InputError::Collinear: return "collinear";
+    case InputError::TooFewRows: return "too_few_rows";
+    case InputError::BadCode: return "bad_code";
+    case InputError::Singular: return "singular";
+    default: return "other";
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, mod) {
+  mod.doc() = "crve C++ core: cluster statistics, estimators, degrees-of-freedom pieces";
+  static py::exception<InputError> core_error(mod, "CoreInputError", PyExc_ValueError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const InputError& e) {
+      PyErr_SetObject(core_error.ptr(), py::make_tuple(code_name(e.code), e.index, e.what()).ptr());
+    }
+  });
+
+  py::class_<ClusterStats>(mod, "ClusterStats")
+      .def(py::init([](index_t K, std::vector<double> shift, F64Array packed) {
+             if (static_cast<index_t>(shift.size()) != K + 1) throw std::invalid_argument("shift must have K + 1 entries");
+             const index_t np = (K + 2) * (K + 3) / 2;
+             if (packed.ndim() != 2 || packed.shape(1) != np) throw std::invalid_argument("packed must be G x (K+2)(K+3)/2");
+             ClusterStats s(K, packed.shape(0), shift);
+             auto p = packed.unchecked<2>();
+             for (index_t g = 0; g < packed.shape(0); ++g)
+               for (index_t e = 0; e < np; ++e) s.gram(g)[e] = p(g, e);
+             return s;
+           }),
+           py::arg("K"), py::arg("shift"), py::arg("packed"))
+      .def_property_readonly("K", &ClusterStats::K)
+      .def_property_readonly("G", &ClusterStats::G)
+      .def_property_readonly("shift", [](const ClusterStats& s) { return s.shift(); })
+      .def_property_readonly("packed", [](py::object self) {
+        ClusterStats& s = self.cast<ClusterStats&>();
+        return py::array_t<double>({s.G(), s.npack()}, {s.npack() * 8, index_t(8)}, s.packed().data(), self);
+      })
+      .def_property_readonly("counts", [](const ClusterStats& s) {
+        py::array_t<double> out(s.G());
+        auto o = out.mutable_unchecked<1>();
+        for (index_t g = 0; g < s.G(); ++g) o(g) = s.count(g);
+        return out;
+      })
+      .def("block", &ClusterStats::block)
+      .def("add", [](ClusterStats& s, const ClusterStats& other, const I64Array& map) {
+        if (map.ndim() != 1 || map.shape(0) != other.G()) throw std::invalid_argument("map must have one entry per cluster");
+        s.add(other, map.data());
+      })
+      .def("subset", [](const ClusterStats& s, const I64Array& keep) { return s.subset(keep.data(), keep.shape(0)); })
+      .def("copy", [](const ClusterStats& s) { return ClusterStats(s); });
+
+  mod.def(
+      "build_stats",
+      [](const F64Array& y, const F64Array& X, const I64Array& codes, index_t n_slots, int threads) {
+        const MatrixView xv = matrix_view(X);
+        const VectorView yv = vector_view(y);
+        if (codes.ndim() != 1 || codes.shape(0) != xv.rows || codes.strides(0) != 8)
+          throw std::invalid_argument("codes must be a contiguous 1-D int64 array with one entry per row");
+        py::gil_scoped_release release;
+        return ClusterStats::build(xv, yv, codes.data(), n_slots, threads);
+      },
+      py::arg("y"), py::arg("X"), py::arg("codes"), py::arg("n_slots"), py::arg("threads") = 0);
+
+  py::class_<Model>(mod, "Model")
+      .def(py::init([](const ClusterStats& s, int threads) {
+             py::gil_scoped_release release;
+             return Model(s, threads);
+           }),
+           py::arg("stats"), py::arg("threads") = 0)
+      .def_property_readonly("beta", &Model::beta)
+      .def_readonly("N", &Model::N)
+      .def_readonly("K", &Model::K)
+      .def_readonly("G", &Model::G)
+      .def_readonly("intercept", &Model::intercept)
+      .def_readonly("ssr", &Model::ssr)
+      .def_readonly("tss", &Model::yy_c)
+      .def_readonly("rcond", &Model::rcond)
+      .def_readonly("A", &Model::A)
+      .def_readonly("M", &Model::M)
+      .def("bread", [](const Model& m) { return m.to_raw(m.A); }, "(X'X)^{-1} in the caller's basis")
+      .def(
+          "cluster_cov",
+          [](const Model& m, const std::string& variant, int threads) {
+            const Variant v = parse_variant(variant);
+            CovResult r;
+            {
+              py::gil_scoped_release release;
+              r = cluster_cov(m, v, threads);
+            }
+            return py::make_tuple(m.to_raw(r.cov), r.leverage_one);
+          },
+          py::arg("variant"), py::arg("threads") = 0)
+      .def(
+          "omega_sums",
+          [](const Model& m, const std::string& variant, const MatrixXd& R, bool full, int threads) {
+            const Variant v = parse_variant(variant);
+            OmegaSums o;
+            {
+              py::gil_scoped_release release;
+              o = omega_sums(m, v, m.contrasts(R), full, threads);
+            }
+            return omega_dict(o);
+          },
+          py::arg("variant"), py::arg("R"), py::arg("full"), py::arg("threads") = 0)
+      .def(
+          "row_pass",
+          [](const Model& m, const F64Array& y, const F64Array& X, const std::string& variant,
+             std::optional<MatrixXd> R, bool full, int threads) {
+            const Variant v = parse_variant(variant);
+            const MatrixView xv = matrix_view(X);
+            const VectorView yv = vector_view(y);
+            if (xv.cols != m.K || xv.rows != yv.size) throw std::invalid_argument("X/y do not match the model");
+            MatrixXd C;
+            if (R) C = m.contrasts(*R);
+            RowPass rp;
+            {
+              py::gil_scoped_release release;
+              rp = row_pass(m, xv, yv, v, R ? &C : nullptr, full, threads);
+            }
+            // meat and jk_sum to the caller's basis: cov pieces A meat A and A jk.
+            py::dict d;
+            d["bread_meat_bread"] = m.to_raw(m.A * rp.meat * m.A);
+            d["jk_mean_times_n"] = VectorXd(m.M * rp.jk_sum);
+            d["leverage_one"] = rp.leverage_one;
+            if (R) d["omega"] = omega_dict(rp.omega);
+            return d;
+          },
+          py::arg("y"), py::arg("X"), py::arg("variant"), py::arg("R") = py::none(), py::arg("full") = false,
+          py::arg("threads") = 0);
+}

@@ -1,0 +1,60 @@
+// Cluster-robust covariances and the Bell–McCaffrey / Satterthwaite machinery (DESIGN.md 2-3),
+// all from the G small blocks of a Model. Everything is in the Model's working basis; map back
+// with Model::to_raw / Model::contrasts.
+#pragma once
+#include <Eigen/Dense>
+
+#include "model.hpp"
+
+namespace crve {
+
+enum class Variant { CV0, CV1, CV2, CV3, CV3J };
+
+/// Eigen-pieces of the hat block H_gg = X_g A X_g' (never formed): with C_g = L L' (L: K x r,
+/// pivoted Cholesky, r = rank) and L'AL = V Lam V', the nonzero eigenvalues of H_gg are Lam and
+///     X_g' f(M_gg) u_g = s_g + Lv diag(f(1-lam) - 1) Rv' s_g,   Lv = L V,  Rv = L^{+}' V
+/// for any matrix function f (f(m) = m^{-1/2}: CR2; f(m) = m^{-1}: CR3 / jackknife).
+struct HatBlock {
+  MatrixXd Lv, Rv;
+  VectorXd lam;
+};
+HatBlock hat_block(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A);
+
+/// Leverage within this of 1 is leverage one: M_gg singular, pseudo-inverse used (phi = 0).
+constexpr double kLeverageTol = 1e-9;
+
+/// phi(lam) = f(1 - lam) of the variant's adjustment (1 for CV0/CV1).
+double adjustment(Variant v, double lam);
+
+struct CovResult {
+  MatrixXd cov;             // working basis
+  index_t leverage_one = 0; // clusters with a leverage-one direction (CV2, CV3, CV3J)
+};
+CovResult cluster_cov(const Model& m, Variant v, int threads);
+
+/// For contrasts c_1..c_q (working basis, K x q) and a variant's adjustment, the matrices
+/// Omega^{ab} = diag_g(d^{ab}_g) - W_a' A W_b (G x G, never formed) of Bell–McCaffrey (2002) /
+/// Pustejovsky–Tipton (2018) under the working model sigma^2 I, with
+///     w_{a,g} = (C_g + Lv diag(phi-1) Lv') A c_a,   d^{ab}_g = (A c_a)'(C_g + Lv diag(phi^2-1) Lv')(A c_b).
+/// Returned: trace(a,b) = tr Omega^{ab};  tr_abab(a,b) = tr(Omega^{ab} Omega^{ab});
+/// tr_aabb(a,b) = tr(Omega^{aa} Omega^{bb}). With full = false only the diagonal a = b
+/// (then tr_abab(a,a) = tr((Omega^{aa})^2), the Satterthwaite denominator).
+struct OmegaSums {
+  MatrixXd trace, tr_abab, tr_aabb;
+  index_t leverage_one = 0;
+};
+OmegaSums omega_sums(const Model& m, Variant v, const MatrixXd& contrasts, bool full, int threads);
+
+/// Heteroskedasticity-robust pieces from a second pass over the rows (every row its own
+/// cluster): meat = sum_i phi(h_i)^2 u_i^2 w_i w_i' with h_i = w_i'A w_i, and for CV3J the
+/// sum of A w_i u_i phi(h_i). Optionally the Omega sums of the rank-one clusters.
+struct RowPass {
+  MatrixXd meat;
+  VectorXd jk_sum;
+  index_t leverage_one = 0;
+  OmegaSums omega;
+};
+RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Variant v,
+                 const MatrixXd* contrasts, bool full, int threads);
+
+}  // namespace crve

@@ -1,0 +1,58 @@
+// The fitted OLS model in a well-conditioned working basis, built from ClusterStats alone.
+//
+// Working design W_s = W S with W = X re-expressed in the shifted basis (each column minus its
+// first-row value, the intercept column replaced by 1) and S = diag(scale) giving W_s'W_s a unit
+// diagonal. X = W T for an invertible T, so every estimator here is computed for W_s and mapped
+// back exactly:   beta = M gamma + beta0,   Cov(beta) = M Cov(gamma) M',   M = T^{-1} S.
+// Without an intercept column the working basis is the raw X (scaled).
+#pragma once
+#include <Eigen/Dense>
+#include <vector>
+
+#include "stats.hpp"
+
+namespace crve {
+
+using Eigen::MatrixXd;
+using Eigen::VectorXd;
+
+class Model {
+ public:
+  /// rcond of the scaled X'X below which the design is refused as collinear.
+  static constexpr double kRankTol = 1e-13;
+
+  Model(const ClusterStats& stats, int threads = 0);
+
+  index_t K = 0, G = 0;
+  double N = 0;
+  index_t intercept = -1;  // column index of the constant column, or -1
+  VectorXd scale;          // S
+  MatrixXd M;              // beta = M gamma + beta0
+  VectorXd beta0;
+
+  // Working per-cluster statistics (scaled).
+  VectorXd n;    // rows per cluster (G)
+  MatrixXd Cg;   // K x (K G): block g is W_g'W_g
+  MatrixXd S;    // K x G: scores s_g = W_g'u_g = b_g - C_g gamma
+  VectorXd uu;   // G: u_g'u_g
+  MatrixXd C, A; // sum_g C_g and its inverse
+  VectorXd gamma;
+  double ssr = 0;   // sum of squared residuals
+  double yy_c = 0;  // total sum of squares about the mean (if intercept) or about zero
+  double rcond = 0; // reciprocal condition number of the scaled X'X
+
+  Eigen::Ref<const MatrixXd> C_of(index_t g) const { return Cg.middleCols(g * K, K); }
+  VectorXd beta() const { return M * gamma + beta0; }
+  MatrixXd to_raw(const MatrixXd& cov_w) const { return M * cov_w * M.transpose(); }
+  /// Working-basis contrasts (K x q) for raw contrasts given as rows of R (q x K).
+  MatrixXd contrasts(const MatrixXd& R) const { return (R * M).transpose(); }
+
+  /// Maps one raw row (x, y) to the working row w (K) and working response; used by row passes.
+  void working_row(const double* x, index_t x_stride, double y, double* w, double& yw) const;
+
+ private:
+  VectorXd xshift_;  // shift applied to raw rows before scaling (0 when no intercept)
+  double yshift_ = 0;
+};
+
+}  // namespace crve

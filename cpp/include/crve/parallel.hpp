@@ -1,0 +1,67 @@
+// Minimal thread helpers. Work is split into a fixed set of tasks that does not depend on
+// the thread count, so every floating-point sum is taken in the same order on 1 or 64 threads.
+#pragma once
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "views.hpp"
+
+namespace crve {
+
+inline int resolve_threads(int threads) {
+  if (threads > 0) return threads;
+  unsigned hw = std::thread::hardware_concurrency();
+  return hw == 0 ? 1 : static_cast<int>(hw);
+}
+
+/// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads; rethrows the first exception.
+template <class Fn>
+void parallel_tasks(index_t n_tasks, int threads, Fn&& fn) {
+  threads = static_cast<int>(std::min<index_t>(resolve_threads(threads), n_tasks));
+  if (threads <= 1) {
+    for (index_t t = 0; t < n_tasks; ++t) fn(t);
+    return;
+  }
+  std::atomic<index_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto worker = [&] {
+    for (index_t t; (t = next.fetch_add(1)) < n_tasks;) {
+      try {
+        fn(t);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        next.store(n_tasks);
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  pool.reserve(threads - 1);
+  for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+  if (error) std::rethrow_exception(error);
+}
+
+/// Deterministic parallel reduction over [0, n): fixed chunks, partials combined in chunk order.
+template <class Acc, class Init, class Body, class Combine>
+Acc parallel_reduce(index_t n, int threads, index_t n_chunks, Init&& init, Body&& body, Combine&& combine) {
+  n_chunks = std::max<index_t>(1, std::min(n_chunks, n));
+  std::vector<Acc> partial;
+  partial.reserve(n_chunks);
+  for (index_t c = 0; c < n_chunks; ++c) partial.push_back(init());
+  parallel_tasks(n_chunks, threads, [&](index_t c) {
+    index_t lo = n * c / n_chunks, hi = n * (c + 1) / n_chunks;
+    for (index_t i = lo; i < hi; ++i) body(partial[c], i);
+  });
+  Acc total = std::move(partial[0]);
+  for (index_t c = 1; c < n_chunks; ++c) combine(total, partial[c]);
+  return total;
+}
+
+}  // namespace crve

@@ -1,0 +1,332 @@
+"""Result objects: coefficients, a covariance, degrees of freedom, tests.
+
+A Result keeps the cluster statistics it came from, so ``with_variant`` needs no pass over the
+rows; heteroskedasticity-robust (HC) variants need the rows and are available on results built
+from arrays.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+from . import _core
+from .dof import htz_pieces, parse_dof, satterthwaite
+
+__all__ = ["Result", "WaldTest", "ContrastTest", "CrveWarning", "normalize_variant", "VARIANTS"]
+
+VARIANTS = ("iid", "HC0", "HC1", "HC2", "HC3", "CV0", "CV1", "CV2", "CV3", "CV3J")
+_ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICAL": "iid", "IID": "iid",
+            "NONROBUST": "iid"}
+
+
+class CrveWarning(UserWarning):
+    """A degenerate case that crve handles in a documented way (leverage one, few clusters...)."""
+
+
+def normalize_variant(variant: str) -> str:
+    if not isinstance(variant, str):
+        raise ValueError(f"variant must be a string such as 'CV1'; got {variant!r}")
+    key = variant.strip().upper()
+    key = _ALIASES.get(key, key)
+    if key == "CR3":
+        raise ValueError("variant 'CR3' is ambiguous: crve's CV3 = (G-1)/G x clubSandwich's CR3; use 'CV3'")
+    if key not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(VARIANTS)} (or 'CR2', 'stata')")
+    return key
+
+
+def _core_variant(variant: str) -> str:
+    """The cluster adjustment behind a variant (HC_k is CV_k with singleton clusters)."""
+    return {"HC0": "CV0", "HC1": "CV1", "HC2": "CV2", "HC3": "CV3"}.get(variant, variant)
+
+
+@dataclass
+class WaldTest:
+    """Joint test of R b = r."""
+
+    statistic: float
+    pvalue: float
+    df_num: int
+    df_denom: float
+    test: str
+    R: np.ndarray
+    r: np.ndarray
+
+    def __repr__(self) -> str:
+        den = "inf" if not np.isfinite(self.df_denom) else f"{self.df_denom:.4g}"
+        stat = "chi2" if self.test == "chi2" else "F"
+        return f"<WaldTest {self.test}: {stat}({self.df_num}, {den}) = {self.statistic:.6g}, p = {self.pvalue:.4g}>"
+
+
+@dataclass
+class ContrastTest:
+    """t test of c'b = value."""
+
+    estimate: float
+    std_error: float
+    statistic: float
+    df: float
+    pvalue: float
+    conf_int: tuple[float, float]
+
+
+@dataclass
+class _Data:
+    y: np.ndarray
+    X: np.ndarray
+
+
+@dataclass
+class Result:
+    """Coefficients with a cluster-robust (or HC / classical) covariance.
+
+    Attributes ``params``, ``bse``, ``tvalues``, ``pvalues``, ``df`` (per coefficient) are numpy
+    arrays, or pandas Series when the columns have names. ``cov`` is K x K.
+    """
+
+    variant: str
+    dof_rule: Any
+    names: list[str]
+    nobs: int
+    n_clusters: int
+    _params: np.ndarray
+    _cov: np.ndarray
+    _df: np.ndarray
+    _model: Any = field(repr=False)
+    _stats: Any = field(repr=False)
+    _data: _Data | None = field(repr=False)
+    _singletons: bool = field(repr=False)
+    _threads: int = field(repr=False, default=0)
+    _named: bool = field(repr=False, default=False)
+    leverage_one: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def _from_stats(cls, stats: Any, *, variant: str, dof: Any, data: _Data | None, singletons: bool,
+                    threads: int | None, named: bool = True, design: Any = None) -> "Result":
+        from .stats import model_or_error
+
+        model = model_or_error(stats, threads, design)
+        G = int(model.N) if singletons else stats.n_clusters
+        res = cls(variant="", dof_rule=None, names=stats.names, nobs=int(round(model.N)), n_clusters=G,
+                  _params=np.asarray(model.beta), _cov=np.empty(0), _df=np.empty(0), _model=model,
+                  _stats=stats, _data=data, _singletons=singletons, _threads=0 if threads is None else int(threads),
+                  _named=named)
+        return res._with(variant, dof)
+
+    def with_variant(self, variant: str, dof: Any = "auto") -> "Result":
+        """The same fit with another covariance variant / dof rule (no pass over the rows for CV)."""
+        return self._with(variant, dof)
+
+    def _with(self, variant: str, dof: Any) -> "Result":
+        v = normalize_variant(variant)
+        rule = parse_dof(dof)
+        if rule == "auto":
+            rule = {"CV0": "G-1", "CV1": "G-1", "CV3": "G-1", "CV3J": "G-1", "CV2": "satterthwaite"}.get(v, "N-K")
+        if self.n_clusters < 2 and v.startswith("CV"):
+            raise ValueError(f"cluster-robust variance needs at least 2 clusters; got {self.n_clusters}")
+        new = Result(variant=v, dof_rule=rule, names=self.names, nobs=self.nobs, n_clusters=self.n_clusters,
+                     _params=self._params, _cov=np.empty(0), _df=np.empty(0), _model=self._model,
+                     _stats=self._stats, _data=self._data, _singletons=self._singletons, _threads=self._threads,
+                     _named=self._named)
+        new._cov, new.leverage_one = new._covariance(v)
+        new._df = new._dof(rule, np.eye(len(self._params)))
+        new._warn()
+        return new
+
+    # -- covariance ---------------------------------------------------------------------
+    def _row_pass(self, variant: str, R: np.ndarray | None = None, full: bool = False) -> dict:
+        if self._data is None:
+            raise ValueError(f"variant {variant} needs the rows (every row its own cluster); this result was "
+                             "built from cluster statistics only. Use crve.cluster_robust(y, X, ...) instead")
+        return self._model.row_pass(self._data.y, self._data.X, _core_variant(variant), R, full, self._threads)
+
+    def _covariance(self, v: str) -> tuple[np.ndarray, int]:
+        m = self._model
+        N, K = m.N, m.K
+        if v == "iid":
+            return m.ssr / (N - K) * m.bread(), 0
+        row_level = v.startswith("HC") or self._singletons
+        if not row_level:
+            cov, lev = m.cluster_cov(v, self._threads)
+            return np.asarray(cov), int(lev)
+        rp = self._row_pass(v)
+        cov = np.asarray(rp["bread_meat_bread"])
+        lev = int(rp["leverage_one"])
+        if v in ("HC1", "CV1"):
+            cov = cov * N / (N - K)  # CV1 with G = N has factor N/(N-1)(N-1)/(N-K) = N/(N-K)
+        elif v == "CV3":
+            cov = cov * (N - 1) / N
+        elif v == "CV3J":
+            j = np.asarray(rp["jk_mean_times_n"])
+            cov = (N - 1) / N * (cov - np.outer(j, j) / N)
+        return cov, lev
+
+    def _omega(self, R: np.ndarray, full: bool) -> dict:
+        v = self.variant
+        if v == "iid":
+            raise ValueError("Satterthwaite dof apply to the robust variants (HC*, CV*), not to 'iid'")
+        if v.startswith("HC") or self._singletons:
+            return self._row_pass(v, np.asarray(R, dtype=float), full)["omega"]
+        return self._model.omega_sums(_core_variant(v), np.asarray(R, dtype=float), full, self._threads)
+
+    def _dof(self, rule: Any, R: np.ndarray) -> np.ndarray:
+        q = R.shape[0]
+        if isinstance(rule, float):
+            return np.full(q, rule)
+        if rule == "G-1":
+            return np.full(q, float(self.n_clusters - 1))
+        if rule == "N-K":
+            return np.full(q, float(self.nobs - len(self._params)))
+        if rule == "normal":
+            return np.full(q, np.inf)
+        return satterthwaite(self._omega, R)
+
+    def _warn(self) -> None:
+        if self.leverage_one and self.variant in ("CV2", "CV3", "CV3J", "HC2", "HC3"):
+            what = "rows" if (self.variant.startswith("HC") or self._singletons) else "clusters"
+            msg = (f"{self.leverage_one} {what} have leverage one (I - H_gg singular): "
+                   f"{self.variant} uses the pseudo-inverse there"
+                   + ("; the jackknife leaves those regressors unidentified" if "3" in self.variant else ""))
+            self.notes.append(msg)
+            warnings.warn(msg, CrveWarning, stacklevel=4)
+        if self.variant.startswith("CV") and not self._singletons and self.n_clusters < 10:
+            self.notes.append(f"only {self.n_clusters} clusters: consider the wild cluster bootstrap")
+
+    # -- public accessors ---------------------------------------------------------------
+    def _out(self, a: np.ndarray) -> Any:
+        if self._named:
+            import pandas as pd
+
+            return pd.Series(a, index=self.names)
+        return a
+
+    @property
+    def params(self) -> Any:
+        return self._out(self._params)
+
+    @property
+    def cov(self) -> Any:
+        if self._named:
+            import pandas as pd
+
+            return pd.DataFrame(self._cov, index=self.names, columns=self.names)
+        return self._cov
+
+    @property
+    def bse(self) -> Any:
+        return self._out(np.sqrt(np.diag(self._cov)))
+
+    @property
+    def tvalues(self) -> Any:
+        return self._out(self._params / np.sqrt(np.diag(self._cov)))
+
+    @property
+    def df(self) -> Any:
+        return self._out(self._df)
+
+    @property
+    def pvalues(self) -> Any:
+        t = self._params / np.sqrt(np.diag(self._cov))
+        return self._out(2 * sps.t.sf(np.abs(t), self._df))
+
+    @property
+    def ssr(self) -> float:
+        return float(self._model.ssr)
+
+    @property
+    def rsquared(self) -> float:
+        return float(1 - self._model.ssr / self._model.tss)
+
+    def conf_int(self, alpha: float = 0.05) -> Any:
+        """Two-sided 1 - alpha intervals from T(df) per coefficient (K x 2)."""
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1); got {alpha}")
+        se = np.sqrt(np.diag(self._cov))
+        crit = sps.t.ppf(1 - alpha / 2, self._df)
+        ci = np.column_stack([self._params - crit * se, self._params + crit * se])
+        if self._named:
+            import pandas as pd
+
+            return pd.DataFrame(ci, index=self.names, columns=["lower", "upper"])
+        return ci
+
+    # -- tests --------------------------------------------------------------------------
+    def _restriction(self, R: Any, r: Any) -> tuple[np.ndarray, np.ndarray]:
+        K = len(self._params)
+        R = np.atleast_2d(np.asarray(R, dtype=float))
+        if R.shape[1] != K:
+            raise ValueError(f"R must have {K} columns (one per coefficient); got shape {R.shape}")
+        r = np.zeros(R.shape[0]) if r is None else np.atleast_1d(np.asarray(r, dtype=float))
+        if r.shape != (R.shape[0],):
+            raise ValueError(f"r must have {R.shape[0]} entries; got shape {r.shape}")
+        if not (np.isfinite(R).all() and np.isfinite(r).all()):
+            raise ValueError("R and r must be finite")
+        return R, r
+
+    def t_test(self, c: Any, value: float = 0.0, alpha: float = 0.05) -> ContrastTest:
+        """t test of c'b = value with this result's variant and dof rule (Satterthwaite per contrast)."""
+        R, r = self._restriction(c, [value])
+        if R.shape[0] != 1:
+            raise ValueError("t_test takes one contrast; use wald_test for joint hypotheses")
+        est = float(R[0] @ self._params)
+        se = float(np.sqrt(R[0] @ self._cov @ R[0]))
+        df = float(self._dof(self.dof_rule, R)[0])
+        t = (est - r[0]) / se
+        crit = sps.t.ppf(1 - alpha / 2, df)
+        return ContrastTest(est, se, t, df, float(2 * sps.t.sf(abs(t), df)), (est - crit * se, est + crit * se))
+
+    def wald_test(self, R: Any, r: Any = None, test: str = "F") -> WaldTest:
+        """Wald test of R b = r: ``test="F"`` (Q/q against F(q, G-1) for cluster variants, F(q, N-K)
+        otherwise), ``"chi2"`` (Q against chi2(q)) or ``"HTZ"`` (Pustejovsky–Tipton, CV2 only).
+        """
+        R, r = self._restriction(R, r)
+        q = R.shape[0]
+        kind = test.strip().upper() if isinstance(test, str) else test
+        if kind not in ("F", "CHI2", "HTZ"):
+            raise ValueError(f"unknown test {test!r}; use 'F', 'chi2' or 'HTZ'")
+        if np.linalg.matrix_rank(R) < q:
+            raise ValueError(f"the {q} restrictions in R are linearly dependent")
+        clustered = self.variant.startswith("CV") and not self._singletons
+        if clustered and q > self.n_clusters - 1:
+            raise ValueError(f"cannot test {q} restrictions with {self.n_clusters} clusters: the cluster-robust "
+                             f"covariance has rank at most G - 1 = {self.n_clusters - 1}")
+        V = R @ self._cov @ R.T
+        rank = np.linalg.matrix_rank(V, tol=1e-12 * max(np.abs(np.diag(V)).max(), 1e-300))
+        if rank < q:
+            raise ValueError(f"R V R' has rank {rank} < {q} restrictions under {self.variant}: the hypothesis "
+                             "is not testable with this covariance")
+        diff = R @ self._params - r
+        Q = float(diff @ np.linalg.solve(V, diff))
+        if kind == "CHI2":
+            return WaldTest(Q, float(sps.chi2.sf(Q, q)), q, np.inf, "chi2", R, r)
+        if kind == "HTZ":
+            if self.variant != "CV2":
+                raise ValueError(f"the HTZ test uses CV2 (CR2); this result is {self.variant}: "
+                                 "call res.with_variant('CV2').wald_test(..., test='HTZ')")
+            nu, _ = htz_pieces(self._omega, R)
+            df_denom = nu - q + 1
+            F = max(df_denom / nu, 0.0) * Q / q
+            p = float(sps.f.sf(F, q, df_denom)) if df_denom > 0 else np.nan
+            return WaldTest(F, p, q, df_denom, "HTZ", R, r)
+        rule = self.dof_rule
+        if isinstance(rule, float):
+            den = rule
+        elif rule == "normal":
+            den = np.inf
+        elif clustered:
+            den = float(self.n_clusters - 1)
+        else:
+            den = float(self.nobs - len(self._params))
+        F = Q / q
+        p = float(sps.chi2.sf(Q, q)) if not np.isfinite(den) else float(sps.f.sf(F, q, den))
+        return WaldTest(F, p, q, den, "F", R, r)
+
+    def __repr__(self) -> str:
+        return (f"<crve.Result {self.variant} (dof {self.dof_rule}): nobs={self.nobs}, "
+                f"n_clusters={self.n_clusters}, K={len(self._params)}>")

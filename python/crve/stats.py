@@ -1,0 +1,186 @@
+"""ClusterStats: the per-cluster sufficient statistics every estimator runs on (DESIGN.md 1).
+
+Statistics of row shards add, clusters that span shards included::
+
+    >>> import numpy as np, crve
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.column_stack([np.ones(100), rng.normal(size=100)])
+    >>> y = X @ [1.0, 2.0] + rng.normal(size=100)
+    >>> g = np.repeat(np.arange(10), 10)
+    >>> whole = crve.ClusterStats.from_arrays(y, X, g)
+    >>> parts = crve.ClusterStats.from_arrays(y[:55], X[:55], g[:55]) + crve.ClusterStats.from_arrays(y[55:], X[55:], g[55:])
+    >>> bool(np.allclose(whole.fit().params, parts.fit().params))
+    True
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from ._inputs import Design, as_design, first_rows, nonfinite_message
+
+__all__ = ["ClusterStats"]
+
+
+def _threads(threads: int | None) -> int:
+    return 0 if threads is None else int(threads)
+
+
+class ClusterStats:
+    """Per-cluster Gram matrices of ``[x - x_0, 1, y - y_0]`` (x_0, y_0: the first row).
+
+    Build with :meth:`from_arrays`; add two with ``+``; fit any variant with :meth:`fit`.
+    Memory is O(G K^2) whatever the number of rows.
+    """
+
+    def __init__(self, core: Any, labels: np.ndarray, names: Sequence[str]):
+        self._core = core
+        self.labels = np.asarray(labels)
+        self.names = list(names)
+
+    # -- construction -------------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, y: Any, X: Any, clusters: Any = None, *, names: Sequence[str] | None = None,
+                    threads: int | None = None) -> "ClusterStats":
+        """One pass over the rows. ``clusters=None`` makes every row its own cluster."""
+        d = as_design(y, X, clusters, names)
+        if d.codes is None:
+            d.codes = np.arange(d.X.shape[0], dtype=np.int64)
+            d.labels = np.arange(d.X.shape[0])
+            d.n_slots = d.X.shape[0]
+        return cls._build(d, threads)
+
+    @classmethod
+    def _build(cls, d: Design, threads: int | None) -> "ClusterStats":
+        core = _core.build_stats(d.y, d.X, np.ascontiguousarray(d.codes), d.n_slots, _threads(threads))
+        counts = core.counts
+        if (counts == 0).any():  # integer labels used as codes: drop the empty slots
+            keep = np.flatnonzero(counts > 0).astype(np.int64)
+            core = core.subset(keep)
+            labels = np.asarray(d.labels)[keep]
+        else:
+            labels = d.labels
+        stats = cls(core, labels, d.names)
+        bad = stats._nonfinite_column()
+        if bad is not None:
+            raise ValueError(nonfinite_message(d, bad))
+        return stats
+
+    def _nonfinite_column(self) -> int | None:
+        K = self.K
+        P = K + 2
+        diag = np.array([i * (i + 1) // 2 + i for i in range(P)])
+        tot = self._core.packed[:, diag].sum(axis=0)
+        bad = np.flatnonzero(~np.isfinite(tot))
+        if bad.size == 0:
+            return None
+        return int(bad[0]) if bad[0] < K else K
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def K(self) -> int:
+        """Number of regressors."""
+        return int(self._core.K)
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self._core.G)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Rows per cluster."""
+        return self._core.counts.astype(np.int64)
+
+    @property
+    def nobs(self) -> int:
+        return int(self.counts.sum())
+
+    def __repr__(self) -> str:
+        return f"ClusterStats(nobs={self.nobs}, n_clusters={self.n_clusters}, K={self.K})"
+
+    # -- algebra ------------------------------------------------------------------------
+    def __add__(self, other: "ClusterStats") -> "ClusterStats":
+        """Statistics of the union of two row sets; clusters with equal labels are merged."""
+        if not isinstance(other, ClusterStats):
+            return NotImplemented
+        if other.K != self.K:
+            raise ValueError(f"cannot add statistics with {self.K} and {other.K} columns")
+        if other.names != self.names:
+            raise ValueError(f"cannot add statistics with different columns: {self.names} vs {other.names}")
+        import pandas as pd
+
+        union = pd.Index(self.labels).append(pd.Index(other.labels)).unique()
+        pos_self = union.get_indexer(self.labels).astype(np.int64)
+        pos_other = union.get_indexer(other.labels).astype(np.int64)
+        empty = np.zeros((len(union), (self.K + 2) * (self.K + 3) // 2))
+        core = _core.ClusterStats(self.K, list(self._core.shift), empty)
+        core.add(self._core, pos_self)
+        core.add(other._core, pos_other)
+        return ClusterStats(core, np.asarray(union), self.names)
+
+    def __radd__(self, other: Any) -> "ClusterStats":
+        if isinstance(other, int) and other == 0:  # sum([...])
+            return self
+        return NotImplemented
+
+    # -- pickling (Dask, multiprocessing): K, shift, packed lower triangles, labels ---------
+    def __getstate__(self) -> dict:
+        return {"K": self.K, "shift": list(self._core.shift), "packed": np.array(self._core.packed),
+                "labels": self.labels, "names": self.names}
+
+    def __setstate__(self, state: dict) -> None:
+        self._core = _core.ClusterStats(state["K"], state["shift"], state["packed"])
+        self.labels = state["labels"]
+        self.names = state["names"]
+
+    # -- inference ----------------------------------------------------------------------
+    def fit(self, variant: str = "CV1", dof: Any = "auto", *, threads: int | None = None) -> "Result":
+        """Coefficients and the requested covariance; see :func:`crve.cluster_robust`."""
+        from .results import Result
+
+        return Result._from_stats(self, variant=variant, dof=dof, data=None, singletons=False, threads=threads)
+
+
+def model_or_error(stats: ClusterStats, threads: int | None, design: Design | None = None) -> Any:
+    """The core Model, with core input errors translated to messages in the user's vocabulary."""
+    try:
+        return _core.Model(stats._core, _threads(threads))
+    except _core.CoreInputError as exc:
+        code, index, msg = exc.args
+        names = stats.names
+        if code == "nonfinite":
+            if design is not None:
+                raise ValueError(nonfinite_message(design, index)) from None
+            raise ValueError(f"non-finite statistics in {'y' if index >= stats.K else names[index]!r}") from None
+        if code == "all_zero_column":
+            raise ValueError(f"X column {names[index]!r} is all zero") from None
+        if code == "too_few_rows":
+            raise ValueError(f"need more rows than columns: N = {stats.nobs}, K = {stats.K}") from None
+        if code == "collinear":
+            raise ValueError(_collinear_message(stats, index, msg)) from None
+        raise ValueError(msg) from None
+
+
+def _collinear_message(stats: ClusterStats, index: int, msg: str) -> str:
+    """Name the columns in the near-null space of the (scaled) X'X."""
+    names = stats.names
+    K = stats.K
+    core = stats._core
+    Z = sum(core.block(g) for g in range(core.G)) if core.G < 20000 else None
+    if Z is None:
+        return f"X is rank deficient ({msg}); column {names[index]!r} is involved"
+    # Raw X'X from the shifted Gram: x = (x - m) + m * 1.
+    m = np.asarray(core.shift[:K])
+    T = np.zeros((K + 2, K))
+    T[:K, :K] = np.eye(K)
+    T[K, :] = m
+    C = T.T @ Z @ T
+    d = np.sqrt(np.diag(C))
+    d[d == 0] = 1.0
+    w, V = np.linalg.eigh(C / np.outer(d, d))
+    v = np.abs(V[:, 0])
+    involved = [names[k] for k in np.flatnonzero(v > 0.05 * v.max())]
+    return (f"X is rank deficient or nearly so: columns {involved} are (nearly) linearly dependent "
+            f"({msg}); drop one of them")
