@@ -151,6 +151,19 @@ PYBIND11_MODULE(_core, mod) {
           },
           py::arg("variant"), py::arg("threads") = 0)
       .def(
+          "cluster_cov_dof",
+          [](const Model& m, const std::string& variant, const MatrixXd& R, int threads) {
+            const Variant v = parse_variant(variant);
+            std::pair<CovResult, OmegaSums> r;
+            {
+              py::gil_scoped_release release;
+              r = cluster_cov_dof(m, v, m.contrasts(R), threads);
+            }
+            return py::make_tuple(m.to_raw(r.first.cov), r.first.leverage_one, omega_dict(r.second));
+          },
+          py::arg("variant"), py::arg("R"), py::arg("threads") = 0,
+          "cluster_cov and the Satterthwaite pieces of the rows of R in one traversal")
+      .def(
           "omega_sums",
           [](const Model& m, const std::string& variant, const MatrixXd& R, bool full, int threads) {
             const Variant v = parse_variant(variant);

@@ -11,66 +11,57 @@ namespace {
 constexpr double kCholeskyTol = 1e-11;  // relative pivot size treated as zero rank
 constexpr index_t kChunks = 64;         // fixed reduction chunks (thread-count independent)
 
-// Pivoted Cholesky C = L L' (L: K x r, rows in original order), stopping at relative pivot tol.
-// Also returns the pivot rows and the r x r lower-triangular block L11 = L[piv, :].
-void pivoted_cholesky(const Eigen::Ref<const MatrixXd>& C, MatrixXd& L, std::vector<index_t>& piv) {
-  const index_t K = C.rows();
-  MatrixXd R = C;  // Schur complement, updated in place
-  L.setZero(K, K);
-  piv.clear();
-  double dmax = R.diagonal().maxCoeff();
-  if (!(dmax > 0)) {
-    L.resize(K, 0);
-    return;
-  }
-  const double tol = kCholeskyTol * dmax;
-  std::vector<bool> used(K, false);
-  index_t r = 0;
-  for (; r < K; ++r) {
-    index_t p = -1;
-    double best = tol;
-    for (index_t i = 0; i < K; ++i)
-      if (!used[i] && R(i, i) > best) best = R(i, i), p = i;
-    if (p < 0) break;
-    used[p] = true;
-    piv.push_back(p);
-    const double d = std::sqrt(R(p, p));
-    for (index_t i = 0; i < K; ++i) L(i, r) = used[i] && i != p ? 0.0 : R(i, p) / d;
-    for (index_t i = 0; i < K; ++i) {
-      if (used[i]) continue;
-      for (index_t j = 0; j < K; ++j)
-        if (!used[j]) R(i, j) -= L(i, r) * L(j, r);
-    }
-  }
-  L.conservativeResize(K, r);
-}
-
 }  // namespace
 
-HatBlock hat_block(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A) {
+void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A) {
+  // Pivoted Cholesky (LAPACK dpstrf order) of C_g, stopping at a relative pivot tolerance.
   const index_t K = Cg.rows();
-  MatrixXd L;
-  std::vector<index_t> piv;
-  pivoted_cholesky(Cg, L, piv);
-  const index_t r = L.cols();
-  HatBlock hb;
-  if (r == 0) {
-    hb.Lv.resize(K, 0);
-    hb.Rv.resize(K, 0);
-    hb.lam.resize(0);
-    return hb;
+  R = Cg;
+  perm.resize(K);
+  for (index_t i = 0; i < K; ++i) perm[i] = i;
+  const double dmax = R.diagonal().maxCoeff();
+  const double tol = kCholeskyTol * dmax;
+  index_t r = 0;
+  if (dmax > 0) {
+    for (; r < K; ++r) {
+      index_t p;
+      const double best = R.diagonal().tail(K - r).maxCoeff(&p);
+      p += r;
+      if (!(best > tol)) break;
+      if (p != r) {
+        R.row(r).swap(R.row(p));
+        R.col(r).swap(R.col(p));
+        std::swap(perm[r], perm[p]);
+      }
+      const double d = std::sqrt(R(r, r));
+      R(r, r) = d;
+      const index_t m = K - r - 1;
+      R.col(r).tail(m) /= d;
+      R.bottomRightCorner(m, m).noalias() -= R.col(r).tail(m) * R.col(r).tail(m).transpose();
+    }
   }
-  Eigen::SelfAdjointEigenSolver<MatrixXd> es(L.transpose() * A * L);
-  hb.lam = es.eigenvalues().cwiseMax(0.0);
-  hb.Lv = L * es.eigenvectors();
-  // L^+ s for s in range(L): solve L11 z = s[piv] (L11 = rows piv of L, lower triangular).
-  MatrixXd L11(r, r);
-  for (index_t i = 0; i < r; ++i) L11.row(i) = L.row(piv[i]);
-  // Rv' s = V' z = V' L11^{-1} s[piv]  =>  Rv[piv, :] = L11^{-T} V, zero elsewhere.
-  MatrixXd Rp = L11.triangularView<Eigen::Lower>().transpose().solve(es.eigenvectors());
-  hb.Rv = MatrixXd::Zero(K, r);
-  for (index_t i = 0; i < r; ++i) hb.Rv.row(piv[i]) = Rp.row(i);
-  return hb;
+  lam.resize(r);
+  if (r == 0) {
+    Lv.resize(K, 0);
+    return;
+  }
+  // L in the original row order; L11 = the first r pivoted rows (lower triangular).
+  L.resize(K, r);
+  for (index_t i = 0; i < K; ++i)
+    for (index_t j = 0; j < r; ++j) L(perm[i], j) = j <= i ? R(i, j) : 0.0;
+  L11 = R.topLeftCorner(r, r).triangularView<Eigen::Lower>();
+  es.compute(L.transpose() * A * L);
+  lam = es.eigenvalues().cwiseMax(0.0);
+  Lv.noalias() = L * es.eigenvectors();
+}
+
+const VectorXd& HatBlock::project(const Eigen::Ref<const VectorXd>& s) {
+  const index_t r = rank();
+  z.resize(r);
+  for (index_t i = 0; i < r; ++i) z[i] = s[perm[i]];
+  L11.triangularView<Eigen::Lower>().solveInPlace(z);
+  z = es.eigenvectors().transpose() * z;
+  return z;
 }
 
 double adjustment(Variant v, double lam) {
@@ -85,50 +76,6 @@ double adjustment(Variant v, double lam) {
       return lam >= 1.0 - kLeverageTol ? 0.0 : 1.0 / (1.0 - lam);
   }
   return 1.0;
-}
-
-namespace {
-
-bool has_leverage_one(const HatBlock& hb) {
-  return hb.lam.size() > 0 && hb.lam.maxCoeff() >= 1.0 - kLeverageTol;
-}
-
-// Adjusted scores T_g s_g for every cluster (K x G), counting leverage-one clusters.
-MatrixXd adjusted_scores(const Model& m, Variant v, int threads, index_t& leverage_one) {
-  MatrixXd out(m.K, m.G);
-  std::vector<char> flag(m.G, 0);
-  parallel_tasks(m.G, threads, [&](index_t g) {
-    const HatBlock hb = hat_block(m.C_of(g), m.A);
-    VectorXd phi1(hb.lam.size());
-    for (index_t j = 0; j < hb.lam.size(); ++j) phi1[j] = adjustment(v, hb.lam[j]) - 1.0;
-    out.col(g) = m.S.col(g) + hb.Lv * phi1.cwiseProduct(hb.Rv.transpose() * m.S.col(g));
-    flag[g] = has_leverage_one(hb);
-  });
-  leverage_one = 0;
-  for (char f : flag) leverage_one += f;
-  return out;
-}
-
-}  // namespace
-
-CovResult cluster_cov(const Model& m, Variant v, int threads) {
-  CovResult res;
-  const double G = static_cast<double>(m.G);
-  if (v == Variant::CV0 || v == Variant::CV1) {
-    res.cov = m.A * (m.S * m.S.transpose()) * m.A;
-    if (v == Variant::CV1) res.cov *= G / (G - 1.0) * (m.N - 1.0) / (m.N - m.K);
-    return res;
-  }
-  const MatrixXd T = adjusted_scores(m, v, threads, res.leverage_one);
-  if (v == Variant::CV2) {
-    res.cov = m.A * (T * T.transpose()) * m.A;  // Bell–McCaffrey: no extra factor
-    return res;
-  }
-  // Jackknife (MNW 2023): beta_(g) - beta = -(X'X - C_g)^{-1} s_g = -A X_g'(I - H_gg)^{-1} u_g.
-  MatrixXd D = m.A * T;
-  if (v == Variant::CV3J) D.colwise() -= D.rowwise().mean();  // centred on the mean of beta_(g)
-  res.cov = (G - 1.0) / G * (D * D.transpose());
-  return res;
 }
 
 namespace {
@@ -160,6 +107,13 @@ struct OmegaAcc {
       for (index_t b = 0; b < q; ++b)
         if (full || a == b) WW[a * q + b].noalias() += W.col(a) * W.col(b).transpose();
   }
+  // Diagonal-only update (full == false): one contrast a.
+  void add_diag(index_t a, const Eigen::Ref<const VectorXd>& w, double d, double e) {
+    D1(a, a) += d;
+    P_abab(a, a) += d * d;
+    X_abab(a, a) += d * e;
+    WW[a * q + a].selfadjointView<Eigen::Lower>().rankUpdate(w);
+  }
   void merge(const OmegaAcc& o) {
     D1 += o.D1;
     P_abab += o.P_abab;
@@ -173,16 +127,19 @@ struct OmegaAcc {
   OmegaSums finish(const MatrixXd& A) const {
     OmegaSums out;
     out.trace = out.tr_abab = out.tr_aabb = MatrixXd::Constant(q, q, std::nan(""));
+    std::vector<MatrixXd> S(WW.size());  // full symmetric WW (diag mode stores the lower half)
+    for (size_t i = 0; i < WW.size(); ++i)
+      if (WW[i].size()) S[i] = full ? WW[i] : MatrixXd(WW[i].selfadjointView<Eigen::Lower>());
     for (index_t a = 0; a < q; ++a) {
       for (index_t b = 0; b < q; ++b) {
         if (!full && a != b) continue;
-        const MatrixXd& Wab = WW[a * q + b];
+        const MatrixXd& Wab = S[a * q + b];
         out.trace(a, b) = D1(a, b) - (A * Wab).trace();
         // tr(Omega^{ab} Omega^{ab}) = sum d^2 - 2 sum d e + tr(A WW_ba A WW_ba)
-        const MatrixXd& Wba = WW[b * q + a];
+        const MatrixXd& Wba = S[b * q + a];
         out.tr_abab(a, b) = P_abab(a, b) - 2.0 * X_abab(a, b) + (A * Wba * A * Wba).trace();
         // tr(Omega^{aa} Omega^{bb}) = sum d_aa d_bb - sum (d_aa e_bb + d_bb e_aa) + tr(A WW_ab A WW_ba)
-        out.tr_aabb(a, b) = P_aabb(a, b) - X_aabb(a, b) + (A * Wab * A * Wba).trace();
+        out.tr_aabb(a, b) = full ? P_aabb(a, b) - X_aabb(a, b) + (A * Wab * A * Wba).trace() : out.tr_abab(a, b);
       }
     }
     out.leverage_one = leverage_one;
@@ -192,29 +149,125 @@ struct OmegaAcc {
 
 }  // namespace
 
-OmegaSums omega_sums(const Model& m, Variant v, const MatrixXd& contrasts, bool full, int threads) {
-  const index_t K = m.K, q = contrasts.cols();
-  const MatrixXd AC = m.A * contrasts;  // K x q
-  OmegaAcc total = parallel_reduce<OmegaAcc>(
-      m.G, threads, kChunks, [&] { return OmegaAcc(K, q, full); },
-      [&](OmegaAcc& acc, index_t g) {
-        const HatBlock hb = hat_block(m.C_of(g), m.A);
-        const index_t r = hb.lam.size();
-        VectorXd p1(r), p2(r);
-        for (index_t j = 0; j < r; ++j) {
-          const double phi = adjustment(v, hb.lam[j]);
-          p1[j] = phi - 1.0;
-          p2[j] = phi * phi - 1.0;
+namespace {
+
+bool has_leverage_one(const HatBlock& hb) { return hb.rank() > 0 && hb.lam.maxCoeff() >= 1.0 - kLeverageTol; }
+
+// Per-cluster work shared by the covariance and the Omega sums: phi - 1 and phi^2 - 1 on the
+// hat block's eigenvalues.
+void phis(const HatBlock& hb, Variant v, VectorXd& p1, VectorXd& p2) {
+  const index_t r = hb.rank();
+  p1.resize(r);
+  p2.resize(r);
+  for (index_t j = 0; j < r; ++j) {
+    const double phi = adjustment(v, hb.lam[j]);
+    p1[j] = phi - 1.0;
+    p2[j] = phi * phi - 1.0;
+  }
+}
+
+// Omega pieces of one cluster: w_a = C AC_a + Lv diag(p1) Lv' AC_a;
+// d^{ab} = AC_a' C AC_b + (Lv'AC_a)' diag(p2) (Lv'AC_b);  e^{ab} = w_a' A w_b.
+void omega_cluster(const Eigen::Ref<const MatrixXd>& Cg, const HatBlock& hb, const VectorXd& p1, const VectorXd& p2,
+                   const MatrixXd& A, const MatrixXd& AC, OmegaAcc& acc) {
+  const MatrixXd LtAC = hb.Lv.transpose() * AC;  // r x q
+  const MatrixXd CAC = Cg * AC;                  // K x q
+  const MatrixXd W = CAC + hb.Lv * (p1.asDiagonal() * LtAC);
+  if (acc.full) {
+    const MatrixXd D = AC.transpose() * CAC + LtAC.transpose() * p2.asDiagonal() * LtAC;
+    acc.add(W, D, W.transpose() * A * W);
+    return;
+  }
+  const MatrixXd AW = A * W;
+  for (index_t a = 0; a < acc.q; ++a) {
+    const double d = AC.col(a).dot(CAC.col(a)) + LtAC.col(a).cwiseAbs2().dot(p2);
+    const double e = W.col(a).dot(AW.col(a));
+    acc.add_diag(a, W.col(a), d, e);
+  }
+}
+
+struct CovAcc {
+  MatrixXd meat;   // sum of adjusted scores' outer products
+  VectorXd dsum;   // CV3J: sum of A T_g s_g
+  index_t lev = 0;
+  OmegaAcc omega;
+  void merge(const CovAcc& o) {
+    meat += o.meat;
+    dsum += o.dsum;
+    lev += o.lev;
+    omega.merge(o.omega);
+  }
+};
+
+// One traversal: adjusted scores T_g s_g into the meat, and (q > 0) the diagonal Omega sums.
+CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full, bool need_cov, int threads) {
+  const index_t K = m.K, q = contrasts ? contrasts->cols() : 0;
+  const MatrixXd AC = contrasts ? MatrixXd(m.A * *contrasts) : MatrixXd(K, 0);
+  return parallel_reduce<CovAcc>(
+      m.G, threads, kChunks,
+      [&] { return CovAcc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
+      [&](CovAcc& acc, index_t g) {
+        thread_local HatBlock hb;
+        thread_local VectorXd p1, p2, t;
+        hb.compute(m.C_of(g), m.A);
+        phis(hb, v, p1, p2);
+        acc.lev += has_leverage_one(hb);
+        if (need_cov) {
+          t = m.S.col(g);
+          if (hb.rank() > 0) t.noalias() += hb.Lv * p1.cwiseProduct(hb.project(m.S.col(g)));
+          acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(t);
+          if (v == Variant::CV3J) acc.dsum.noalias() += m.A * t;
         }
-        const MatrixXd LtAC = hb.Lv.transpose() * AC;  // r x q
-        const MatrixXd W = m.C_of(g) * AC + hb.Lv * (p1.asDiagonal() * LtAC);
-        const MatrixXd D = AC.transpose() * m.C_of(g) * AC + LtAC.transpose() * p2.asDiagonal() * LtAC;
-        const MatrixXd E = W.transpose() * m.A * W;
-        acc.add(W, D, E);
-        acc.leverage_one += has_leverage_one(hb);
+        if (q > 0) omega_cluster(m.C_of(g), hb, p1, p2, m.A, AC, acc.omega);
       },
-      [](OmegaAcc& a, const OmegaAcc& b) { a.merge(b); });
-  return total.finish(m.A);
+      [](CovAcc& a, const CovAcc& b) { a.merge(b); });
+}
+
+CovResult finish_cov(const Model& m, Variant v, CovAcc& acc) {
+  CovResult res;
+  const double G = static_cast<double>(m.G);
+  const MatrixXd meat = acc.meat.selfadjointView<Eigen::Lower>();
+  res.cov = m.A * meat * m.A;
+  res.leverage_one = acc.lev;
+  if (v == Variant::CV3) {
+    // Jackknife (MNW 2023): beta_(g) - beta = -(X'X - C_g)^{-1} s_g = -A X_g'(I - H_gg)^{-1} u_g.
+    res.cov *= (G - 1.0) / G;
+  } else if (v == Variant::CV3J) {
+    // Centred on the mean of the beta_(g): sum (d - dbar)(d - dbar)' = sum d d' - G dbar dbar'.
+    res.cov = (G - 1.0) / G * (res.cov - acc.dsum * acc.dsum.transpose() / G);
+  }
+  return res;
+}
+
+}  // namespace
+
+CovResult cluster_cov(const Model& m, Variant v, int threads) {
+  if (v == Variant::CV0 || v == Variant::CV1) {
+    CovResult res;
+    const double G = static_cast<double>(m.G);
+    res.cov = m.A * (m.S * m.S.transpose()) * m.A;
+    if (v == Variant::CV1) res.cov *= G / (G - 1.0) * (m.N - 1.0) / (m.N - m.K);
+    return res;
+  }
+  CovAcc acc = traverse(m, v, nullptr, false, true, threads);
+  return finish_cov(m, v, acc);  // CV2: Bell–McCaffrey, no extra factor
+}
+
+OmegaSums omega_sums(const Model& m, Variant v, const MatrixXd& contrasts, bool full, int threads) {
+  CovAcc acc = traverse(m, v, &contrasts, full, false, threads);
+  OmegaSums out = acc.omega.finish(m.A);
+  out.leverage_one = acc.lev;
+  return out;
+}
+
+std::pair<CovResult, OmegaSums> cluster_cov_dof(const Model& m, Variant v, const MatrixXd& contrasts, int threads) {
+  if (v == Variant::CV0 || v == Variant::CV1) {
+    return {cluster_cov(m, v, threads), omega_sums(m, v, contrasts, false, threads)};
+  }
+  CovAcc acc = traverse(m, v, &contrasts, false, true, threads);
+  OmegaSums o = acc.omega.finish(m.A);
+  o.leverage_one = acc.lev;
+  return {finish_cov(m, v, acc), o};
 }
 
 RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Variant v,
@@ -247,9 +300,16 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
         if (q > 0) {
           // Rank-one cluster: L = w, lam = h; w_a = phi w (w'A c_a), d^{ab} = phi^2 z_a z_b.
           const Eigen::RowVectorXd z = w.transpose() * AC;
-          const MatrixXd W = (phi * w) * z;
-          const MatrixXd D = (phi * phi) * z.transpose() * z;
-          acc.omega.add(W, D, h * D);
+          if (full) {
+            const MatrixXd W = (phi * w) * z;
+            const MatrixXd D = (phi * phi) * z.transpose() * z;
+            acc.omega.add(W, D, h * D);
+          } else {
+            for (index_t a = 0; a < q; ++a) {
+              const double d = phi * phi * z[a] * z[a];
+              acc.omega.add_diag(a, (phi * z[a]) * w, d, h * d);
+            }
+          }
         }
       },
       [](Acc& a, const Acc& b) {

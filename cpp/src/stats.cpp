@@ -7,43 +7,81 @@
 
 namespace crve {
 
-// The one hot loop of the library: packed lower-triangular rank-1 and rank-4 updates. Built
-// for baseline x86-64 and for x86-64-v3 (AVX2 + FMA), picked at load time, so the default
-// build stays portable.
+// The one hot loop of the library (gram_update) is built for baseline x86-64, x86-64-v3
+// (AVX2 + FMA) and x86-64-v4 (AVX-512), picked at load time, so the default build stays portable.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define CRVE_MULTIVERSION __attribute__((target_clones("default", "arch=x86-64-v3")))
+#define CRVE_MULTIVERSION __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define CRVE_MULTIVERSION
 #endif
 
 namespace {
 
-CRVE_MULTIVERSION void rank1(double* __restrict acc, const double* __restrict z, index_t P) {
+// Gram kernel: acc (P x PP, row-major) += Z'Z for a block Z of n rows (n x PP, row-major, zero
+// padded to PP columns). Each acc row stays in registers across the block; two accumulator sets
+// (even/odd rows) hide the FMA latency.
+template <int PP>
+inline __attribute__((always_inline)) void gram_fixed(double* __restrict acc, const double* __restrict Z, index_t n,
+                                                      index_t P) {
   for (index_t i = 0; i < P; ++i) {
-    const double zi = z[i];
-    double* __restrict a = acc + i * (i + 1) / 2;
-    for (index_t j = 0; j <= i; ++j) a[j] += zi * z[j];
+    double a0[PP], a1[PP];
+    for (int j = 0; j < PP; ++j) a0[j] = acc[i * PP + j], a1[j] = 0.0;
+    index_t r = 0;
+    for (; r + 2 <= n; r += 2) {
+      const double* z0 = Z + r * PP;
+      const double* z1 = z0 + PP;
+      const double b0 = z0[i], b1 = z1[i];
+      for (int j = 0; j < PP; ++j) a0[j] += b0 * z0[j];
+      for (int j = 0; j < PP; ++j) a1[j] += b1 * z1[j];
+    }
+    if (r < n) {
+      const double* z0 = Z + r * PP;
+      const double b0 = z0[i];
+      for (int j = 0; j < PP; ++j) a0[j] += b0 * z0[j];
+    }
+    for (int j = 0; j < PP; ++j) acc[i * PP + j] = a0[j] + a1[j];
   }
 }
 
-// acc += sum_{r<4} z_r z_r' ; z is 4 rows of length P, stored one after the other.
-CRVE_MULTIVERSION void rank4(double* __restrict acc, const double* __restrict z, index_t P) {
-  const double* z0 = z;
-  const double* z1 = z + P;
-  const double* z2 = z + 2 * P;
-  const double* z3 = z + 3 * P;
-  for (index_t i = 0; i < P; ++i) {
-    const double a0 = z0[i], a1 = z1[i], a2 = z2[i], a3 = z3[i];
-    double* __restrict a = acc + i * (i + 1) / 2;
-    for (index_t j = 0; j <= i; ++j) a[j] += a0 * z0[j] + a1 * z1[j] + a2 * z2[j] + a3 * z3[j];
+inline __attribute__((always_inline)) void gram_generic(double* __restrict acc, const double* __restrict Z, index_t n,
+                                                        index_t P, index_t PP) {
+  for (index_t r = 0; r < n; ++r) {
+    const double* z = Z + r * PP;
+    for (index_t i = 0; i < P; ++i) {
+      const double b = z[i];
+      double* __restrict a = acc + i * PP;
+      for (index_t j = 0; j < PP; ++j) a[j] += b * z[j];
+    }
   }
 }
 
+CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, index_t P, index_t PP) {
+  switch (PP) {
+    case 4: return gram_fixed<4>(acc, Z, n, P);
+    case 8: return gram_fixed<8>(acc, Z, n, P);
+    case 12: return gram_fixed<12>(acc, Z, n, P);
+    case 16: return gram_fixed<16>(acc, Z, n, P);
+    case 20: return gram_fixed<20>(acc, Z, n, P);
+    case 24: return gram_fixed<24>(acc, Z, n, P);
+    case 28: return gram_fixed<28>(acc, Z, n, P);
+    case 32: return gram_fixed<32>(acc, Z, n, P);
+    default: return gram_generic(acc, Z, n, P, PP);
+  }
+}
+
+constexpr index_t kBlockRows = 64;         // rows per kernel call
+constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
+constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode
+constexpr double kTableBytes = 32.0 * (1 << 20);
+
+inline index_t padded(index_t P) { return (P + 3) / 4 * 4; }
+
+// Fills rows of the block Z from raw rows (x - m, 1, y - m_y); padding columns stay zero.
 struct RowGather {
   const MatrixView& X;
   const VectorView& y;
   const double* shift;
-  index_t K;
+  index_t K, PP;
   void operator()(index_t i, double* z) const {
     const double* row = X.data + i * X.row_stride;
     if (X.col_stride == 1) {
@@ -54,25 +92,33 @@ struct RowGather {
     z[K] = 1.0;
     z[K + 1] = y[i] - shift[K];
   }
+  void prefetch(index_t i) const {
+    const char* p = reinterpret_cast<const char*>(X.data + i * X.row_stride);
+    __builtin_prefetch(p);
+    __builtin_prefetch(p + 64);
+  }
 };
 
-// Accumulate rows rows[0..n) (row indices via `at`) into acc, four at a time.
+// acc (square, P x PP) += Gram of the n rows at(0..n), in blocks of kBlockRows.
 template <class At>
-void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, double* buf, index_t P) {
-  index_t r = 0;
-  for (; r + 4 <= n; r += 4) {
-    for (int j = 0; j < 4; ++j) gather(at(r + j), buf + j * P);
-    rank4(acc, buf, P);
-  }
-  for (; r < n; ++r) {
-    gather(at(r), buf);
-    rank1(acc, buf, P);
+void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, std::vector<double>& Z, bool prefetch) {
+  const index_t PP = gather.PP, P = gather.K + 2;
+  Z.resize(kBlockRows * PP);
+  for (index_t lo = 0; lo < n; lo += kBlockRows) {
+    const index_t b = std::min(kBlockRows, n - lo);
+    for (index_t r = 0; r < b; ++r) {
+      if (prefetch && lo + r + 16 < n) gather.prefetch(at(lo + r + 16));
+      gather(at(lo + r), Z.data() + r * PP);
+    }
+    gram_update(acc, Z.data(), b, P, PP);
   }
 }
 
-constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
-constexpr index_t kRowChunks = 64;         // fixed chunk count of the small-G mode
-constexpr double kSmallGBytes = 16.0 * (1 << 20);
+// packed lower triangle += square (P x PP) accumulator.
+void add_square_to_packed(double* packed, const double* acc, index_t P, index_t PP) {
+  for (index_t i = 0; i < P; ++i)
+    for (index_t j = 0; j <= i; ++j) packed[i * (i + 1) / 2 + j] += acc[i * PP + j];
+}
 
 }  // namespace
 
@@ -96,15 +142,15 @@ Eigen::MatrixXd ClusterStats::block(index_t g) const {
 
 ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const std::int64_t* codes,
                                  index_t n_slots, int threads) {
-  const index_t N = X.rows, K = X.cols, P = K + 2;
+  const index_t N = X.rows, K = X.cols, P = K + 2, PP = padded(P);
   if (y.size != N) throw InputError(InputError::Other, -1, "y and X have different numbers of rows");
   if (N < 1) throw InputError(InputError::TooFewRows, -1, "no rows");
   std::vector<double> shift(K + 1);
   for (index_t k = 0; k < K; ++k) shift[k] = X(0, k);
   shift[K] = y[0];
   ClusterStats out(K, n_slots, shift);
-  const index_t npack = out.npack();
-  RowGather gather{X, y, out.shift_.data(), K};
+  RowGather gather{X, y, out.shift_.data(), K, PP};
+  const index_t sq = P * PP;  // square accumulator size
 
   // Counts, and whether each cluster's rows are contiguous (then no permutation is needed).
   std::vector<index_t> count(n_slots, 0);
@@ -119,28 +165,40 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   for (index_t g = 0; g < n_slots; ++g) nonempty += count[g] > 0;
   const bool grouped = runs == nonempty;
 
-  if (!grouped && kRowChunks * n_slots * npack * 8.0 <= kSmallGBytes) {
-    // Few clusters, rows in any order: fixed row chunks, each with its own small table.
-    const index_t n_chunks = std::max<index_t>(1, std::min<index_t>(kRowChunks, N / 4096));
-    std::vector<std::vector<double>> part(n_chunks);
+  // Few clusters, rows in any order: fixed row chunks (their number depends on N only), each
+  // with its own table; inside a chunk rows are grouped by a local counting sort, so X is read
+  // sequentially and the kernel sees blocks of one cluster.
+  const index_t n_chunks = std::max<index_t>(1, std::min<index_t>(16, N / 65536));
+  if (!grouped && n_chunks * n_slots * sq * 8.0 <= kTableBytes) {
+    std::vector<std::vector<double>> table(n_chunks);
     parallel_tasks(n_chunks, threads, [&](index_t c) {
-      part[c].assign(n_slots * npack, 0.0);
-      std::vector<double> buf(4 * P);
+      table[c].assign(n_slots * sq, 0.0);
+      std::vector<double> Z;
+      std::vector<index_t> start(n_slots + 1), rows(kSubChunkRows);
       const index_t lo = N * c / n_chunks, hi = N * (c + 1) / n_chunks;
-      index_t i = lo;
-      while (i < hi) {
-        const std::int64_t g = codes[i];
-        index_t j = i + 1;
-        while (j < hi && codes[j] == g) ++j;  // a run of one cluster: rank-4 updates
-        accumulate_rows(gather, [i](index_t r) { return i + r; }, j - i, part[c].data() + g * npack, buf.data(), P);
-        i = j;
+      for (index_t s0 = lo; s0 < hi; s0 += kSubChunkRows) {
+        const index_t s1 = std::min(hi, s0 + kSubChunkRows);
+        std::fill(start.begin(), start.end(), 0);
+        for (index_t i = s0; i < s1; ++i) ++start[codes[i] + 1];
+        for (index_t g = 0; g < n_slots; ++g) start[g + 1] += start[g];
+        std::vector<index_t> pos(start.begin(), start.end() - 1);
+        for (index_t i = s0; i < s1; ++i) rows[pos[codes[i]]++] = i;
+        for (index_t g = 0; g < n_slots; ++g) {
+          const index_t n = start[g + 1] - start[g];
+          if (n == 0) continue;
+          const index_t* rg = rows.data() + start[g];
+          accumulate_rows(gather, [rg](index_t r) { return rg[r]; }, n, table[c].data() + g * sq, Z, false);
+        }
       }
     });
-    for (index_t c = 0; c < n_chunks; ++c) {
-      const double* src = part[c].data();
-      double* dst = out.packed_.data();
-      for (index_t e = 0; e < n_slots * npack; ++e) dst[e] += src[e];
-    }
+    parallel_tasks(n_slots, threads, [&](index_t g) {
+      std::vector<double> acc(sq, 0.0);
+      for (index_t c = 0; c < n_chunks; ++c) {
+        const double* t = table[c].data() + g * sq;
+        for (index_t e = 0; e < sq; ++e) acc[e] += t[e];
+      }
+      add_square_to_packed(out.gram(g), acc.data(), P, PP);
+    });
     return out;
   }
 
@@ -176,21 +234,22 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
         seg.push_back({g, start[g] + lo, std::min(kSegmentRows, count[g] - lo), n_parts++});
     }
   }
+  const index_t npack = out.npack();
   std::vector<double> parts(n_parts * npack, 0.0);
   parallel_tasks(static_cast<index_t>(seg.size()), threads, [&](index_t t) {
-    thread_local std::vector<double> buf;
-    buf.resize(4 * P);
+    thread_local std::vector<double> Z, acc;
+    acc.assign(sq, 0.0);
     const Segment& s = seg[t];
-    double* acc = s.part < 0 ? out.gram(s.g) : parts.data() + s.part * npack;
     if (grouped) {
-      accumulate_rows(gather, [&s](index_t r) { return s.lo + r; }, s.n, acc, buf.data(), P);
+      accumulate_rows(gather, [&s](index_t r) { return s.lo + r; }, s.n, acc.data(), Z, false);
     } else if (!order32.empty()) {
       const std::uint32_t* o = order32.data() + s.lo;
-      accumulate_rows(gather, [o](index_t r) { return static_cast<index_t>(o[r]); }, s.n, acc, buf.data(), P);
+      accumulate_rows(gather, [o](index_t r) { return static_cast<index_t>(o[r]); }, s.n, acc.data(), Z, true);
     } else {
       const std::int64_t* o = order64.data() + s.lo;
-      accumulate_rows(gather, [o](index_t r) { return o[r]; }, s.n, acc, buf.data(), P);
+      accumulate_rows(gather, [o](index_t r) { return o[r]; }, s.n, acc.data(), Z, true);
     }
+    add_square_to_packed(s.part < 0 ? out.gram(s.g) : parts.data() + s.part * npack, acc.data(), P, PP);
   });
   for (const Segment& s : seg) {
     if (s.part < 0) continue;

@@ -136,8 +136,6 @@ def as_design(y: Any, X: Any, clusters: Any = None, names: Sequence[str] | None 
         raise ValueError(f"empty input: X has shape {Xv.shape}")
     if yv.shape[0] != N:
         raise ValueError(f"y has {yv.shape[0]} rows but X has {N}")
-    if N <= K:
-        raise ValueError(f"need more rows than columns: N = {N}, K = {K}")
     if clusters is None:
         return Design(yv, Xv, names, None, None, 0)
     codes, labels, n_slots = factorize_clusters(clusters, N)

@@ -52,7 +52,9 @@ def cluster_robust(y: Any, X: Any, clusters: Any = None, *, variant: str = "CV1"
     (20, 0.363)
     """
     d = as_design(y, X, clusters, names)
-    N = d.X.shape[0]
+    N, K = d.X.shape
+    if N <= K:
+        raise ValueError(f"need more rows than columns: N = {N}, K = {K}")
     singletons = d.codes is None
     if singletons:  # one block for X'X; the variance comes from a pass over the rows
         d.codes = np.zeros(N, dtype=np.int64)

@@ -134,8 +134,15 @@ class Result:
                      _params=self._params, _cov=np.empty(0), _df=np.empty(0), _model=self._model,
                      _stats=self._stats, _data=self._data, _singletons=self._singletons, _threads=self._threads,
                      _named=self._named)
-        new._cov, new.leverage_one = new._covariance(v)
-        new._df = new._dof(rule, np.eye(len(self._params)))
+        eye = np.eye(len(self._params))
+        if rule == "satterthwaite" and v.startswith("CV") and not self._singletons:
+            # covariance and per-coefficient dof in one traversal of the clusters
+            cov, lev, omega = self._model.cluster_cov_dof(v, eye, self._threads)
+            new._cov, new.leverage_one = np.asarray(cov), int(lev)
+            new._df = satterthwaite(lambda R, full: omega, eye)
+        else:
+            new._cov, new.leverage_one = new._covariance(v)
+            new._df = new._dof(rule, eye)
         new._warn()
         return new
 

@@ -3,6 +3,8 @@
 // with Model::to_raw / Model::contrasts.
 #pragma once
 #include <Eigen/Dense>
+#include <utility>
+#include <vector>
 
 #include "model.hpp"
 
@@ -12,13 +14,20 @@ enum class Variant { CV0, CV1, CV2, CV3, CV3J };
 
 /// Eigen-pieces of the hat block H_gg = X_g A X_g' (never formed): with C_g = L L' (L: K x r,
 /// pivoted Cholesky, r = rank) and L'AL = V Lam V', the nonzero eigenvalues of H_gg are Lam and
-///     X_g' f(M_gg) u_g = s_g + Lv diag(f(1-lam) - 1) Rv' s_g,   Lv = L V,  Rv = L^{+}' V
-/// for any matrix function f (f(m) = m^{-1/2}: CR2; f(m) = m^{-1}: CR3 / jackknife).
+///     X_g' f(M_gg) u_g = s_g + Lv diag(f(1-lam) - 1) V' L^+ s_g,   Lv = L V
+/// for any matrix function f (f(m) = m^{-1/2}: CR2; f(m) = m^{-1}: CR3 / jackknife). Any square
+/// root of C_g gives the same result as DESIGN.md's P Sig^{1/2}; Cholesky is the cheapest.
+/// Buffers are kept between clusters (one HatBlock per thread).
 struct HatBlock {
-  MatrixXd Lv, Rv;
-  VectorXd lam;
+  MatrixXd Lv, L, L11, R;
+  VectorXd lam, z;
+  std::vector<index_t> perm;
+  Eigen::SelfAdjointEigenSolver<MatrixXd> es;
+  index_t rank() const { return lam.size(); }
+  void compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A);
+  /// V' L^+ s for s in the range of C_g (r-vector).
+  const VectorXd& project(const Eigen::Ref<const VectorXd>& s);
 };
-HatBlock hat_block(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A);
 
 /// Leverage within this of 1 is leverage one: M_gg singular, pseudo-inverse used (phi = 0).
 constexpr double kLeverageTol = 1e-9;
@@ -44,6 +53,9 @@ struct OmegaSums {
   index_t leverage_one = 0;
 };
 OmegaSums omega_sums(const Model& m, Variant v, const MatrixXd& contrasts, bool full, int threads);
+
+/// cluster_cov and the diagonal omega_sums of `contrasts` in one traversal of the clusters.
+std::pair<CovResult, OmegaSums> cluster_cov_dof(const Model& m, Variant v, const MatrixXd& contrasts, int threads);
 
 /// Heteroskedasticity-robust pieces from a second pass over the rows (every row its own
 /// cluster): meat = sum_i phi(h_i)^2 u_i^2 w_i w_i' with h_i = w_i'A w_i, and for CV3J the
