@@ -96,3 +96,24 @@ def test_leverage_one_cluster_uses_pseudo_inverse():
     assert rel(res.cov, dense.vcov(y, X, g, "CV2")) < 1e-9
     for k in range(X.shape[1]):
         assert res.df[k] == pytest.approx(dense.satterthwaite_dof(X, g, np.eye(X.shape[1])[k], "CV2"), rel=1e-8)
+
+
+@pytest.mark.parametrize("variant", ["CV2", "CV3", "CV3J"])
+def test_many_small_clusters_series_path(variant):
+    """With many clusters most hat blocks have tiny leverage (tr H_gg < 2e-3), where the core
+    evaluates (I - W)^{-1/2} by its Taylor series instead of an eigen decomposition."""
+    rng = np.random.default_rng(3)
+    G = 1200
+    g = np.concatenate([np.arange(G), rng.integers(0, G, 2400)])
+    N = g.size
+    X = np.column_stack([np.ones(N), rng.normal(size=N), rng.normal(size=G)[g]])
+    y = X @ [1.0, 0.5, -0.2] + rng.normal(size=G)[g] + rng.normal(size=N)
+    A = np.linalg.inv(X.T @ X)
+    h = np.einsum("ij,jk,ik->i", X, A, X)
+    tr = np.bincount(g, weights=h)  # tr H_gg per cluster
+    assert 0.3 < (tr < 2e-3).mean() < 0.9  # both the series and the eigen path are exercised
+    res = crve.cluster_robust(y, X, g, variant=variant, dof="satterthwaite")
+    assert rel(res.cov, dense.vcov(y, X, g, variant)) < 1e-10
+    dv = "CV3" if variant == "CV3J" else variant
+    for k in (1, 2):
+        assert res.df[k] == pytest.approx(dense.satterthwaite_dof(X, g, np.eye(3)[k], dv), rel=1e-9)

@@ -13,7 +13,7 @@ constexpr index_t kChunks = 64;         // fixed reduction chunks (thread-count 
 
 }  // namespace
 
-void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A) {
+void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, Variant v) {
   // Pivoted Cholesky (LAPACK dpstrf order) of C_g, stopping at a relative pivot tolerance.
   const index_t K = Cg.rows();
   R = Cg;
@@ -40,27 +40,56 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A) 
       R.bottomRightCorner(m, m).noalias() -= R.col(r).tail(m) * R.col(r).tail(m).transpose();
     }
   }
-  lam.resize(r);
+  // L in the original row order; L11 = the first r pivoted rows (lower triangular).
+  L.setZero(K, r);
+  for (index_t i = 0; i < K; ++i)
+    for (index_t j = 0; j < r && j <= i; ++j) L(perm[i], j) = R(i, j);
+  L11 = R.topLeftCorner(r, r).triangularView<Eigen::Lower>();
+  leverage_one = false;
   if (r == 0) {
-    Lv.resize(K, 0);
+    F1.resize(0, 0);
+    F2.resize(0, 0);
     return;
   }
-  // L in the original row order; L11 = the first r pivoted rows (lower triangular).
-  L.resize(K, r);
-  for (index_t i = 0; i < K; ++i)
-    for (index_t j = 0; j < r; ++j) L(perm[i], j) = j <= i ? R(i, j) : 0.0;
-  L11 = R.topLeftCorner(r, r).triangularView<Eigen::Lower>();
-  es.compute(L.transpose() * A * L);
+  W.noalias() = L.transpose() * (A * L);
+  const double t = W.trace();  // sum of the hat block's eigenvalues, >= the largest
+  if (t < kSeriesTrace) {
+    // phi(W) - I and phi(W)^2 - I as power series in W: CR2 (1-x)^{-1/2} - 1 = sum c_k x^k,
+    // c_k = binom(2k, k) / 4^k, and (1-x)^{-1} - 1 = sum x^k; CR3 (1-x)^{-1} - 1 and
+    // (1-x)^{-2} - 1 = sum (k+1) x^k. Truncated once t^k is below rounding.
+    const bool cr2 = v == Variant::CV2;
+    F1 = cr2 ? MatrixXd(0.5 * W) : W;
+    F2 = cr2 ? W : MatrixXd(2.0 * W);
+    Wk = W;
+    double c = 0.5, tk = t;
+    for (index_t k = 2; tk > 1e-17; ++k) {
+      Wk = (Wk * W).eval();
+      tk *= t;
+      c *= (2.0 * k - 1.0) / (2.0 * k);
+      F1 += (cr2 ? c : 1.0) * Wk;
+      F2 += (cr2 ? 1.0 : k + 1.0) * Wk;
+    }
+    return;
+  }
+  es.compute(W);
   lam = es.eigenvalues().cwiseMax(0.0);
-  Lv.noalias() = L * es.eigenvectors();
+  VectorXd p1(r), p2(r);
+  for (index_t j = 0; j < r; ++j) {
+    const double phi = adjustment(v, lam[j]);
+    p1[j] = phi - 1.0;
+    p2[j] = phi * phi - 1.0;
+  }
+  leverage_one = lam.maxCoeff() >= 1.0 - kLeverageTol;
+  const MatrixXd& V = es.eigenvectors();
+  F1.noalias() = V * p1.asDiagonal() * V.transpose();
+  F2.noalias() = V * p2.asDiagonal() * V.transpose();
 }
 
-const VectorXd& HatBlock::project(const Eigen::Ref<const VectorXd>& s) {
+const VectorXd& HatBlock::pinv(const Eigen::Ref<const VectorXd>& s) {
   const index_t r = rank();
   z.resize(r);
   for (index_t i = 0; i < r; ++i) z[i] = s[perm[i]];
   L11.triangularView<Eigen::Lower>().solveInPlace(z);
-  z = es.eigenvectors().transpose() * z;
   return z;
 }
 
@@ -151,38 +180,30 @@ struct OmegaAcc {
 
 namespace {
 
-bool has_leverage_one(const HatBlock& hb) { return hb.rank() > 0 && hb.lam.maxCoeff() >= 1.0 - kLeverageTol; }
-
-// Per-cluster work shared by the covariance and the Omega sums: phi - 1 and phi^2 - 1 on the
-// hat block's eigenvalues.
-void phis(const HatBlock& hb, Variant v, VectorXd& p1, VectorXd& p2) {
-  const index_t r = hb.rank();
-  p1.resize(r);
-  p2.resize(r);
-  for (index_t j = 0; j < r; ++j) {
-    const double phi = adjustment(v, hb.lam[j]);
-    p1[j] = phi - 1.0;
-    p2[j] = phi * phi - 1.0;
+// Omega pieces of one cluster (F1 = F2 = 0 for CV0/CV1, where hb is unused):
+// w_a = (C_g + L F1 L') AC_a;  d^{ab} = AC_a' (C_g + L F2 L') AC_b;  e^{ab} = w_a' A w_b.
+void omega_cluster(const Eigen::Ref<const MatrixXd>& Cg, const HatBlock* hb, const MatrixXd& A, const MatrixXd& AC,
+                   OmegaAcc& acc) {
+  thread_local MatrixXd CAC, W, AW, LtAC, F2L;
+  CAC.noalias() = Cg * AC;  // K x q
+  W = CAC;
+  const bool adjust = hb != nullptr && hb->rank() > 0;
+  if (adjust) {
+    LtAC.noalias() = hb->L.transpose() * AC;  // r x q
+    W.noalias() += hb->L * (hb->F1 * LtAC);
+    F2L.noalias() = hb->F2 * LtAC;
   }
-}
-
-// Omega pieces of one cluster: w_a = C AC_a + Lv diag(p1) Lv' AC_a;
-// d^{ab} = AC_a' C AC_b + (Lv'AC_a)' diag(p2) (Lv'AC_b);  e^{ab} = w_a' A w_b.
-void omega_cluster(const Eigen::Ref<const MatrixXd>& Cg, const HatBlock& hb, const VectorXd& p1, const VectorXd& p2,
-                   const MatrixXd& A, const MatrixXd& AC, OmegaAcc& acc) {
-  const MatrixXd LtAC = hb.Lv.transpose() * AC;  // r x q
-  const MatrixXd CAC = Cg * AC;                  // K x q
-  const MatrixXd W = CAC + hb.Lv * (p1.asDiagonal() * LtAC);
   if (acc.full) {
-    const MatrixXd D = AC.transpose() * CAC + LtAC.transpose() * p2.asDiagonal() * LtAC;
+    MatrixXd D = AC.transpose() * CAC;
+    if (adjust) D.noalias() += LtAC.transpose() * F2L;
     acc.add(W, D, W.transpose() * A * W);
     return;
   }
-  const MatrixXd AW = A * W;
+  AW.noalias() = A * W;
   for (index_t a = 0; a < acc.q; ++a) {
-    const double d = AC.col(a).dot(CAC.col(a)) + LtAC.col(a).cwiseAbs2().dot(p2);
-    const double e = W.col(a).dot(AW.col(a));
-    acc.add_diag(a, W.col(a), d, e);
+    double d = AC.col(a).dot(CAC.col(a));
+    if (adjust) d += LtAC.col(a).dot(F2L.col(a));
+    acc.add_diag(a, W.col(a), d, W.col(a).dot(AW.col(a)));
   }
 }
 
@@ -208,17 +229,19 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
       [&] { return CovAcc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
       [&](CovAcc& acc, index_t g) {
         thread_local HatBlock hb;
-        thread_local VectorXd p1, p2, t;
-        hb.compute(m.C_of(g), m.A);
-        phis(hb, v, p1, p2);
-        acc.lev += has_leverage_one(hb);
+        thread_local VectorXd t;
+        const bool adjust = v != Variant::CV0 && v != Variant::CV1;
+        if (adjust) {
+          hb.compute(m.C_of(g), m.A, v);
+          acc.lev += hb.leverage_one;
+        }
         if (need_cov) {
           t = m.S.col(g);
-          if (hb.rank() > 0) t.noalias() += hb.Lv * p1.cwiseProduct(hb.project(m.S.col(g)));
+          if (adjust && hb.rank() > 0) t.noalias() += hb.L * (hb.F1 * hb.pinv(m.S.col(g)));
           acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(t);
           if (v == Variant::CV3J) acc.dsum.noalias() += m.A * t;
         }
-        if (q > 0) omega_cluster(m.C_of(g), hb, p1, p2, m.A, AC, acc.omega);
+        if (q > 0) omega_cluster(m.C_of(g), adjust ? &hb : nullptr, m.A, AC, acc.omega);
       },
       [](CovAcc& a, const CovAcc& b) { a.merge(b); });
 }

@@ -12,25 +12,33 @@ namespace crve {
 
 enum class Variant { CV0, CV1, CV2, CV3, CV3J };
 
-/// Eigen-pieces of the hat block H_gg = X_g A X_g' (never formed): with C_g = L L' (L: K x r,
-/// pivoted Cholesky, r = rank) and L'AL = V Lam V', the nonzero eigenvalues of H_gg are Lam and
-///     X_g' f(M_gg) u_g = s_g + Lv diag(f(1-lam) - 1) V' L^+ s_g,   Lv = L V
-/// for any matrix function f (f(m) = m^{-1/2}: CR2; f(m) = m^{-1}: CR3 / jackknife). Any square
-/// root of C_g gives the same result as DESIGN.md's P Sig^{1/2}; Cholesky is the cheapest.
-/// Buffers are kept between clusters (one HatBlock per thread).
-struct HatBlock {
-  MatrixXd Lv, L, L11, R;
-  VectorXd lam, z;
-  std::vector<index_t> perm;
-  Eigen::SelfAdjointEigenSolver<MatrixXd> es;
-  index_t rank() const { return lam.size(); }
-  void compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A);
-  /// V' L^+ s for s in the range of C_g (r-vector).
-  const VectorXd& project(const Eigen::Ref<const VectorXd>& s);
-};
-
 /// Leverage within this of 1 is leverage one: M_gg singular, pseudo-inverse used (phi = 0).
 constexpr double kLeverageTol = 1e-9;
+
+/// The hat block H_gg = X_g A X_g' of one cluster, never formed. With C_g = L L' (L: K x r,
+/// pivoted Cholesky, r = rank) and W = L'AL (r x r), H_gg has the nonzero eigenvalues of W, and
+/// for an adjustment B_g = phi(H_gg) (phi(lam) = (1-lam)^{-1/2}: CR2; (1-lam)^{-1}: CR3 / the
+/// jackknife):
+///     X_g' B_g u_g     = s_g + L F1 L^+ s_g,         F1 = phi(W) - I
+///     X_g' B_g X_g     = C_g + L F1 L'
+///     X_g' B_g' B_g X_g = C_g + L F2 L',             F2 = phi(W)^2 - I
+/// (DESIGN.md 2-3 write L = P Sig^{1/2}; any square root of C_g gives the same matrices.)
+/// phi(W) comes from W's eigen-decomposition, or, when tr W < kSeriesTrace (small leverage:
+/// the usual case with many clusters), from its Taylor series, exact to rounding.
+/// Buffers are reused between clusters (one HatBlock per thread).
+struct HatBlock {
+  MatrixXd L, L11, R, W, F1, F2, Wk;
+  VectorXd z, lam;
+  std::vector<index_t> perm;
+  Eigen::SelfAdjointEigenSolver<MatrixXd> es;
+  bool leverage_one = false;
+  index_t rank() const { return L.cols(); }
+  void compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, Variant v);
+  /// L^+ s for s in the range of C_g (r-vector).
+  const VectorXd& pinv(const Eigen::Ref<const VectorXd>& s);
+};
+
+constexpr double kSeriesTrace = 2e-3;
 
 /// phi(lam) = f(1 - lam) of the variant's adjustment (1 for CV0/CV1).
 double adjustment(Variant v, double lam);
@@ -44,7 +52,7 @@ CovResult cluster_cov(const Model& m, Variant v, int threads);
 /// For contrasts c_1..c_q (working basis, K x q) and a variant's adjustment, the matrices
 /// Omega^{ab} = diag_g(d^{ab}_g) - W_a' A W_b (G x G, never formed) of Bell–McCaffrey (2002) /
 /// Pustejovsky–Tipton (2018) under the working model sigma^2 I, with
-///     w_{a,g} = (C_g + Lv diag(phi-1) Lv') A c_a,   d^{ab}_g = (A c_a)'(C_g + Lv diag(phi^2-1) Lv')(A c_b).
+///     w_{a,g} = (C_g + L F1 L') A c_a,   d^{ab}_g = (A c_a)'(C_g + L F2 L')(A c_b)   (see HatBlock).
 /// Returned: trace(a,b) = tr Omega^{ab};  tr_abab(a,b) = tr(Omega^{ab} Omega^{ab});
 /// tr_aabb(a,b) = tr(Omega^{aa} Omega^{bb}). With full = false only the diagonal a = b
 /// (then tr_abab(a,a) = tr((Omega^{aa})^2), the Satterthwaite denominator).
