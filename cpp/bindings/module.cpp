@@ -126,7 +126,7 @@ PYBIND11_MODULE(_core, mod) {
              py::gil_scoped_release release;
              return Model(s, threads);
            }),
-           py::arg("stats"), py::arg("threads") = 0)
+           py::arg("stats"), py::arg("threads") = 0, py::keep_alive<1, 2>())
       .def_property_readonly("beta", &Model::beta)
       .def_readonly("N", &Model::N)
       .def_readonly("K", &Model::K)

@@ -230,9 +230,11 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
       [&](CovAcc& acc, index_t g) {
         thread_local HatBlock hb;
         thread_local VectorXd t;
+        thread_local MatrixXd Cg;
         const bool adjust = v != Variant::CV0 && v != Variant::CV1;
+        if (adjust || q > 0) m.C_of(g, Cg);
         if (adjust) {
-          hb.compute(m.C_of(g), m.A, v);
+          hb.compute(Cg, m.A, v);
           acc.lev += hb.leverage_one;
         }
         if (need_cov) {
@@ -241,7 +243,7 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
           acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(t);
           if (v == Variant::CV3J) acc.dsum.noalias() += m.A * t;
         }
-        if (q > 0) omega_cluster(m.C_of(g), adjust ? &hb : nullptr, m.A, AC, acc.omega);
+        if (q > 0) omega_cluster(Cg, adjust ? &hb : nullptr, m.A, AC, acc.omega);
       },
       [](CovAcc& a, const CovAcc& b) { a.merge(b); });
 }

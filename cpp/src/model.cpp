@@ -7,91 +7,64 @@
 
 namespace crve {
 
-Model::Model(const ClusterStats& stats, int threads) {
+Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   K = stats.K();
   G = stats.G();
-  const index_t P = K + 2;
+  const index_t P = K + 2, np = stats.npack();
   const std::vector<double>& shift = stats.shift();
   if (G < 1) throw InputError(InputError::TooFewRows, -1, "no clusters");
 
-  // Column sums of squares in the shifted basis: zero exactly for a constant column.
-  VectorXd diag = VectorXd::Zero(P);
+  // The whole sample's Gram of z = [x - m, 1, y - m_y]: sums of squares are exactly zero for a
+  // constant column.
+  std::vector<double> total(np, 0.0);
   for (index_t g = 0; g < G; ++g)
-    for (index_t i = 0; i < P; ++i) diag[i] += stats.gram(g)[i * (i + 1) / 2 + i];
+    for (index_t e = 0; e < np; ++e) total[e] += stats.gram(g)[e];
+  auto tot = [&](index_t i, index_t j) { return total[ClusterStats::pack_index(i, j)]; };
   for (index_t i = 0; i < P; ++i)
-    if (!std::isfinite(diag[i])) throw InputError(InputError::NonFinite, i == K + 1 ? K : i, "non-finite values");
-  N = diag[K];
+    if (!std::isfinite(tot(i, i))) throw InputError(InputError::NonFinite, i == K + 1 ? K : i, "non-finite values");
+  N = tot(K, K);
   if (N <= K) throw InputError(InputError::TooFewRows, -1, "need more rows than columns");
   std::vector<index_t> constant;
   for (index_t k = 0; k < K; ++k) {
-    if (diag[k] != 0.0) continue;
+    if (tot(k, k) != 0.0) continue;
     if (shift[k] == 0.0) throw InputError(InputError::AllZeroColumn, k, "column is all zero");
     constant.push_back(k);
   }
   if (constant.size() > 1) throw InputError(InputError::Collinear, constant[1], "more than one constant column");
 
-  // Index of each working column in z = [x - m, 1, y - m_y], and the map W -> z.
-  MatrixXd Tz = MatrixXd::Zero(P, K + 1);  // z-basis -> working [W, y]
+  // The working basis [W, y] in terms of z: with an intercept column a selection (z's "1" takes
+  // the intercept's place), without one the raw basis x = (x - m) + m * 1, y = (y - m_y) + m_y.
   xshift_ = VectorXd::Zero(K);
-  if (!constant.empty()) {
+  selection_ = !constant.empty();
+  if (selection_) {
     intercept = constant[0];
-    for (index_t k = 0; k < K; ++k) Tz(k == intercept ? K : k, k) = 1.0;
-    Tz(K + 1, K) = 1.0;
+    idx_.resize(K + 1);
+    for (index_t k = 0; k < K; ++k) idx_[k] = (k == intercept) ? K : k;
+    idx_[K] = K + 1;
     for (index_t k = 0; k < K; ++k) xshift_[k] = k == intercept ? 0.0 : shift[k];
     yshift_ = shift[K];
   } else {
-    // Raw basis: x = (x - m) + m * 1, y = (y - m_y) + m_y * 1.
+    Tz_ = MatrixXd::Zero(P, K + 1);
     for (index_t k = 0; k < K; ++k) {
-      Tz(k, k) = 1.0;
-      Tz(K, k) = shift[k];
+      Tz_(k, k) = 1.0;
+      Tz_(K, k) = shift[k];
     }
-    Tz(K + 1, K) = 1.0;
-    Tz(K, K) = shift[K];
+    Tz_(K + 1, K) = 1.0;
+    Tz_(K, K) = shift[K];
   }
 
-  // Unscaled working statistics, cluster by cluster.
-  Cg.resize(K, K * G);
-  MatrixXd B(K, G);
-  n.resize(G);
-  VectorXd yy(G);
-  const bool selection = intercept >= 0;  // a pure re-indexing: no arithmetic, no rounding
-  std::vector<index_t> idx(K + 1);
-  for (index_t k = 0; k < K; ++k) idx[k] = (k == intercept) ? K : k;
-  idx[K] = K + 1;
-  parallel_tasks(G, threads, [&](index_t g) {
-    const double* a = stats.gram(g);
-    n[g] = a[K * (K + 1) / 2 + K];
-    if (selection) {
-      for (index_t k = 0; k < K; ++k) {
-        for (index_t l = 0; l <= k; ++l) Cg(k, g * K + l) = Cg(l, g * K + k) = a[ClusterStats::pack_index(idx[k], idx[l])];
-        B(k, g) = a[ClusterStats::pack_index(idx[k], K + 1)];
-      }
-      yy[g] = a[ClusterStats::pack_index(K + 1, K + 1)];
-    } else {
-      const MatrixXd Zw = Tz.transpose() * stats.block(g) * Tz;
-      Cg.middleCols(g * K, K) = Zw.topLeftCorner(K, K);
-      B.col(g) = Zw.col(K).head(K);
-      yy[g] = Zw(K, K);
-    }
-  });
-
-  // Equilibrate, then the global system.
-  C = MatrixXd::Zero(K, K);
-  for (index_t g = 0; g < G; ++g) C += Cg.middleCols(g * K, K);
+  // Equilibrate (unit diagonal X'X), then solve with a rank check.
+  MatrixXd Zsum;
+  working_block(total.data(), Zsum);
   scale.resize(K);
-  for (index_t k = 0; k < K; ++k) scale[k] = 1.0 / std::sqrt(C(k, k));
-  C = scale.asDiagonal() * C * scale.asDiagonal();
-  parallel_tasks(G, threads, [&](index_t g) {
-    Cg.middleCols(g * K, K) = scale.asDiagonal() * Cg.middleCols(g * K, K) * scale.asDiagonal();
-    B.col(g) = scale.cwiseProduct(B.col(g));
-  });
-  VectorXd b = B.rowwise().sum();
-
+  for (index_t k = 0; k < K; ++k) scale[k] = 1.0 / std::sqrt(Zsum(k, k));
+  C = scale.asDiagonal() * Zsum.topLeftCorner(K, K) * scale.asDiagonal();
+  const VectorXd b = scale.cwiseProduct(Zsum.col(K).head(K));
   Eigen::SelfAdjointEigenSolver<MatrixXd> es(C);
   const VectorXd& ev = es.eigenvalues();
   rcond = ev.maxCoeff() > 0 ? ev.minCoeff() / ev.maxCoeff() : 0.0;
   if (!(rcond > kRankTol)) {
-    // The columns carrying the (near-)null direction(s).
+    // The column carrying most of the (near-)null direction.
     std::ostringstream msg;
     msg << "collinear columns (reciprocal condition number " << rcond << ")";
     index_t worst = 0;
@@ -102,32 +75,54 @@ Model::Model(const ClusterStats& stats, int threads) {
   gamma = A * b;
   gamma += A * (b - C * gamma);  // one step of iterative refinement
 
+  // Scores s_g = b_g - C_g gamma and u_g'u_g = y_g'y_g - 2 gamma'b_g + gamma'C_g gamma.
+  n.resize(G);
   S.resize(K, G);
   uu.resize(G);
-  for (index_t g = 0; g < G; ++g) {
-    S.col(g) = B.col(g) - C_of(g) * gamma;
-    uu[g] = yy[g] - gamma.dot(B.col(g)) - gamma.dot(S.col(g));  // u'u = y'y - 2 g'b + g'C g
-  }
+  parallel_tasks(G, threads, [&](index_t g) {
+    thread_local MatrixXd Z, Cw;
+    thread_local VectorXd bg;
+    working_block(stats.gram(g), Z);
+    bg = scale.cwiseProduct(Z.col(K).head(K));
+    Cw.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();
+    S.col(g) = bg - Cw * gamma;
+    uu[g] = Z(K, K) - gamma.dot(bg) - gamma.dot(S.col(g));
+    n[g] = stats.count(g);
+  });
   ssr = uu.sum();
   // Total sum of squares: about the mean when the model has an intercept.
-  const double ysum = [&] {
-    double s = 0;
-    for (index_t g = 0; g < G; ++g) s += stats.gram(g)[ClusterStats::pack_index(K + 1, K)];
-    return s;
-  }();
-  const double yy_shift = diag[K + 1];
-  yy_c = intercept >= 0 ? yy_shift - ysum * ysum / N : yy.sum();
+  yy_c = selection_ ? Zsum(K, K) - tot(K + 1, K) * tot(K + 1, K) / N : Zsum(K, K);
 
   // beta = T^{-1} (S gamma + m_y e_j0); T^{-1} undoes the shift of every non-intercept column.
   M = scale.asDiagonal();
   beta0 = VectorXd::Zero(K);
-  if (intercept >= 0) {
+  if (selection_) {
     const double c = shift[intercept];
     for (index_t k = 0; k < K; ++k)
       if (k != intercept) M.row(intercept) -= shift[k] * M.row(k);
     M.row(intercept) /= c;
     beta0[intercept] = shift[K] / c;
   }
+}
+
+void Model::working_block(const double* packed, MatrixXd& Zw) const {
+  if (selection_) {  // a re-indexing: no arithmetic, no rounding
+    Zw.resize(K + 1, K + 1);
+    for (index_t k = 0; k <= K; ++k)
+      for (index_t l = 0; l <= k; ++l) Zw(k, l) = Zw(l, k) = packed[ClusterStats::pack_index(idx_[k], idx_[l])];
+    return;
+  }
+  const index_t P = K + 2;
+  MatrixXd Z(P, P);
+  for (index_t i = 0; i < P; ++i)
+    for (index_t j = 0; j <= i; ++j) Z(i, j) = Z(j, i) = packed[i * (i + 1) / 2 + j];
+  Zw.noalias() = Tz_.transpose() * Z * Tz_;
+}
+
+void Model::C_of(index_t g, MatrixXd& out) const {
+  thread_local MatrixXd Z;
+  working_block(stats_->gram(g), Z);
+  out.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();
 }
 
 void Model::working_row(const double* x, index_t x_stride, double y, double* w, double& yw) const {

@@ -21,6 +21,7 @@ class Model {
   /// rcond of the scaled X'X below which the design is refused as collinear.
   static constexpr double kRankTol = 1e-13;
 
+  /// `stats` must outlive the Model (the per-cluster blocks are read from it, not copied).
   Model(const ClusterStats& stats, int threads = 0);
 
   index_t K = 0, G = 0;
@@ -32,7 +33,6 @@ class Model {
 
   // Working per-cluster statistics (scaled).
   VectorXd n;    // rows per cluster (G)
-  MatrixXd Cg;   // K x (K G): block g is W_g'W_g
   MatrixXd S;    // K x G: scores s_g = W_g'u_g = b_g - C_g gamma
   VectorXd uu;   // G: u_g'u_g
   MatrixXd C, A; // sum_g C_g and its inverse
@@ -41,7 +41,9 @@ class Model {
   double yy_c = 0;  // total sum of squares about the mean (if intercept) or about zero
   double rcond = 0; // reciprocal condition number of the scaled X'X
 
-  Eigen::Ref<const MatrixXd> C_of(index_t g) const { return Cg.middleCols(g * K, K); }
+  /// The working C_g = W_g'W_g (scaled), read from the statistics (a re-indexing when X has an
+  /// intercept column) into `out`.
+  void C_of(index_t g, MatrixXd& out) const;
   VectorXd beta() const { return M * gamma + beta0; }
   MatrixXd to_raw(const MatrixXd& cov_w) const { return M * cov_w * M.transpose(); }
   /// Working-basis contrasts (K x q) for raw contrasts given as rows of R (q x K).
@@ -51,6 +53,12 @@ class Model {
   void working_row(const double* x, index_t x_stride, double y, double* w, double& yw) const;
 
  private:
+  void working_block(const double* packed, MatrixXd& Zw) const;  // unscaled [W, y] Gram (K+1 x K+1)
+
+  const ClusterStats* stats_ = nullptr;
+  bool selection_ = false;    // X has an intercept column: [W, y] is a re-indexing of z
+  std::vector<index_t> idx_;  // working column k (and y at K) -> index in z (intercept case)
+  MatrixXd Tz_;               // z -> [W, y] (no intercept: the raw basis)
   VectorXd xshift_;  // shift applied to raw rows before scaling (0 when no intercept)
   double yshift_ = 0;
 };
