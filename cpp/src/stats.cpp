@@ -70,6 +70,7 @@ CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, inde
 }
 
 constexpr index_t kBlockRows = 64;         // rows per kernel call
+constexpr index_t kPrefetchRows = 24;      // look-ahead of the gathers in the many-clusters mode
 constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
 constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode
 constexpr double kTableBytes = 32.0 * (1 << 20);
@@ -92,10 +93,11 @@ struct RowGather {
     z[K] = 1.0;
     z[K + 1] = y[i] - shift[K];
   }
-  void prefetch(index_t i) const {
+  void prefetch(index_t i) const {  // the rows of a cluster are scattered: hide DRAM latency
     const char* p = reinterpret_cast<const char*>(X.data + i * X.row_stride);
     __builtin_prefetch(p);
     __builtin_prefetch(p + 64);
+    __builtin_prefetch(y.data + i * y.stride);
   }
 };
 
@@ -107,7 +109,7 @@ void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, std
   for (index_t lo = 0; lo < n; lo += kBlockRows) {
     const index_t b = std::min(kBlockRows, n - lo);
     for (index_t r = 0; r < b; ++r) {
-      if (prefetch && lo + r + 16 < n) gather.prefetch(at(lo + r + 16));
+      if (prefetch && lo + r + kPrefetchRows < n) gather.prefetch(at(lo + r + kPrefetchRows));
       gather(at(lo + r), Z.data() + r * PP);
     }
     gram_update(acc, Z.data(), b, P, PP);
