@@ -107,19 +107,27 @@ PYBIND11_MODULE(_core, mod) {
         s.add(other, map.data());
       })
       .def("subset", [](const ClusterStats& s, const I64Array& keep) { return s.subset(keep.data(), keep.shape(0)); })
+      .def("compact", [](ClusterStats& s, const I64Array& keep) { s.compact(keep.data(), keep.shape(0)); },
+           "keep the clusters keep[0..n) (increasing), in place")
       .def("copy", [](const ClusterStats& s) { return ClusterStats(s); });
 
   mod.def(
       "build_stats",
-      [](const F64Array& y, const F64Array& X, const I64Array& codes, index_t n_slots, int threads) {
+      [](const F64Array& y, const F64Array& X, const I64Array& codes, index_t n_slots, int threads,
+         double table_bytes, double order_bytes) {
         const MatrixView xv = matrix_view(X);
         const VectorView yv = vector_view(y);
         if (codes.ndim() != 1 || codes.shape(0) != xv.rows || codes.strides(0) != 8)
           throw std::invalid_argument("codes must be a contiguous 1-D int64 array with one entry per row");
+        BuildLimits limits;
+        if (table_bytes >= 0) limits.table_bytes = table_bytes;
+        if (order_bytes > 0) limits.order_bytes = order_bytes;
         py::gil_scoped_release release;
-        return ClusterStats::build(xv, yv, codes.data(), n_slots, threads);
+        return ClusterStats::build(xv, yv, codes.data(), n_slots, threads, limits);
       },
-      py::arg("y"), py::arg("X"), py::arg("codes"), py::arg("n_slots"), py::arg("threads") = 0);
+      py::arg("y"), py::arg("X"), py::arg("codes"), py::arg("n_slots"), py::arg("threads") = 0,
+      py::arg("table_bytes") = -1.0, py::arg("order_bytes") = -1.0,
+      "one pass over the rows; table_bytes / order_bytes override the traversal budgets (tests)");
 
   py::class_<Model>(mod, "Model")
       .def(py::init([](const ClusterStats& s, int threads) {

@@ -73,7 +73,6 @@ constexpr index_t kBlockRows = 64;         // rows per kernel call
 constexpr index_t kPrefetchRows = 24;      // look-ahead of the gathers in the many-clusters mode
 constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
 constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode
-constexpr double kTableBytes = 32.0 * (1 << 20);
 
 inline index_t padded(index_t P) { return (P + 3) / 4 * 4; }
 
@@ -143,7 +142,8 @@ Eigen::MatrixXd ClusterStats::block(index_t g) const {
 }
 
 ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const std::int64_t* codes,
-                                 index_t n_slots, int threads) {
+                                 index_t n_slots, int threads, const BuildLimits& limits) {
+  const double kTableBytes = limits.table_bytes, kOrderBytes = limits.order_bytes;
   const index_t N = X.rows, K = X.cols, P = K + 2, PP = padded(P);
   if (y.size != N) throw InputError(InputError::Other, -1, "y and X have different numbers of rows");
   if (N < 1) throw InputError(InputError::TooFewRows, -1, "no rows");
@@ -204,60 +204,80 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
     return out;
   }
 
-  // Rows grouped by cluster: directly (grouped input) or through a stable counting sort.
+  // Many clusters, or rows already grouped by cluster: each cluster's rows are visited in place
+  // (grouped input) or through a stable counting sort. The sort's row order (uint32 where N
+  // allows) is built for one range of clusters at a time so that it stays within kOrderBytes.
+  const index_t npack = out.npack();
+  const bool narrow = N < (index_t(1) << 32);
+  const index_t n_ranges =
+      grouped ? 1 : std::max<index_t>(1, static_cast<index_t>(N * (narrow ? 4.0 : 8.0) / kOrderBytes) + 1);
   std::vector<index_t> start(n_slots + 1, 0);
-  std::vector<std::uint32_t> order32;
-  std::vector<std::int64_t> order64;
   if (grouped) {
     for (index_t i = 0; i < N; ++i)
       if (i == 0 || codes[i - 1] != codes[i]) start[codes[i]] = i;
-  } else {
-    for (index_t g = 0; g < n_slots; ++g) start[g + 1] = start[g] + count[g];
-    std::vector<index_t> pos(start.begin(), start.end() - 1);
-    if (N < (index_t(1) << 32)) {
-      order32.resize(N);
-      for (index_t i = 0; i < N; ++i) order32[pos[codes[i]]++] = static_cast<std::uint32_t>(i);
-    } else {
-      order64.resize(N);
-      for (index_t i = 0; i < N; ++i) order64[pos[codes[i]]++] = i;
-    }
   }
-  // Tasks: each cluster, split into segments of at most kSegmentRows rows. A cluster in one
-  // segment is written in place; split clusters get partial sums added in segment order.
-  struct Segment { index_t g, lo, n, part; };
-  std::vector<Segment> seg;
-  index_t n_parts = 0;
-  for (index_t g = 0; g < n_slots; ++g) {
-    if (count[g] == 0) continue;
-    if (count[g] <= kSegmentRows) {
-      seg.push_back({g, start[g], count[g], -1});
-    } else {
-      for (index_t lo = 0; lo < count[g]; lo += kSegmentRows)
-        seg.push_back({g, start[g] + lo, std::min(kSegmentRows, count[g] - lo), n_parts++});
+  std::vector<std::uint32_t> order32;
+  std::vector<std::int64_t> order64;
+  index_t g_lo = 0;
+  for (index_t range = 0; range < n_ranges; ++range) {
+    // Clusters [g_lo, g_hi) hold about N / n_ranges rows.
+    index_t g_hi = g_lo, rows = 0;
+    const index_t target = N * (range + 1) / n_ranges;
+    static_assert(sizeof(index_t) == 8, "");
+    index_t before = 0;
+    for (index_t g = 0; g < g_lo; ++g) before += count[g];
+    while (g_hi < n_slots && (before + rows < target || range + 1 == n_ranges)) rows += count[g_hi++];
+    if (!grouped) {
+      start[g_lo] = 0;
+      for (index_t g = g_lo; g < g_hi; ++g) start[g + 1] = start[g] + count[g];
+      std::vector<index_t> pos(start.begin() + g_lo, start.begin() + g_hi);
+      if (narrow) {
+        order32.resize(rows);
+        for (index_t i = 0; i < N; ++i)
+          if (codes[i] >= g_lo && codes[i] < g_hi) order32[pos[codes[i] - g_lo]++] = static_cast<std::uint32_t>(i);
+      } else {
+        order64.resize(rows);
+        for (index_t i = 0; i < N; ++i)
+          if (codes[i] >= g_lo && codes[i] < g_hi) order64[pos[codes[i] - g_lo]++] = i;
+      }
     }
-  }
-  const index_t npack = out.npack();
-  std::vector<double> parts(n_parts * npack, 0.0);
-  parallel_tasks(static_cast<index_t>(seg.size()), threads, [&](index_t t) {
-    thread_local std::vector<double> Z, acc;
-    acc.assign(sq, 0.0);
-    const Segment& s = seg[t];
-    if (grouped) {
-      accumulate_rows(gather, [&s](index_t r) { return s.lo + r; }, s.n, acc.data(), Z, false);
-    } else if (!order32.empty()) {
-      const std::uint32_t* o = order32.data() + s.lo;
-      accumulate_rows(gather, [o](index_t r) { return static_cast<index_t>(o[r]); }, s.n, acc.data(), Z, true);
-    } else {
-      const std::int64_t* o = order64.data() + s.lo;
-      accumulate_rows(gather, [o](index_t r) { return o[r]; }, s.n, acc.data(), Z, true);
+    // Tasks: each cluster, split into segments of at most kSegmentRows rows. A cluster in one
+    // segment is written in place; split clusters get partial sums added in segment order.
+    struct Segment { index_t g, lo, n, part; };
+    std::vector<Segment> seg;
+    index_t n_parts = 0;
+    for (index_t g = g_lo; g < g_hi; ++g) {
+      if (count[g] == 0) continue;
+      if (count[g] <= kSegmentRows) {
+        seg.push_back({g, start[g], count[g], -1});
+      } else {
+        for (index_t lo = 0; lo < count[g]; lo += kSegmentRows)
+          seg.push_back({g, start[g] + lo, std::min(kSegmentRows, count[g] - lo), n_parts++});
+      }
     }
-    add_square_to_packed(s.part < 0 ? out.gram(s.g) : parts.data() + s.part * npack, acc.data(), P, PP);
-  });
-  for (const Segment& s : seg) {
-    if (s.part < 0) continue;
-    double* dst = out.gram(s.g);
-    const double* src = parts.data() + s.part * npack;
-    for (index_t e = 0; e < npack; ++e) dst[e] += src[e];
+    std::vector<double> parts(n_parts * npack, 0.0);
+    parallel_tasks(static_cast<index_t>(seg.size()), threads, [&](index_t t) {
+      thread_local std::vector<double> Z, acc;
+      acc.assign(sq, 0.0);
+      const Segment& s = seg[t];
+      if (grouped) {
+        accumulate_rows(gather, [&s](index_t r) { return s.lo + r; }, s.n, acc.data(), Z, false);
+      } else if (narrow) {
+        const std::uint32_t* o = order32.data() + s.lo;
+        accumulate_rows(gather, [o](index_t r) { return static_cast<index_t>(o[r]); }, s.n, acc.data(), Z, true);
+      } else {
+        const std::int64_t* o = order64.data() + s.lo;
+        accumulate_rows(gather, [o](index_t r) { return o[r]; }, s.n, acc.data(), Z, true);
+      }
+      add_square_to_packed(s.part < 0 ? out.gram(s.g) : parts.data() + s.part * npack, acc.data(), P, PP);
+    });
+    for (const Segment& s : seg) {
+      if (s.part < 0) continue;
+      double* dst = out.gram(s.g);
+      const double* src = parts.data() + s.part * npack;
+      for (index_t e = 0; e < npack; ++e) dst[e] += src[e];
+    }
+    g_lo = g_hi;
   }
   return out;
 }
@@ -288,6 +308,17 @@ void ClusterStats::add(const ClusterStats& other, const std::int64_t* map) {
         for (index_t j = 0; j <= i; ++j) dst[i * (i + 1) / 2 + j] += Z(i, j);
     }
   }
+}
+
+void ClusterStats::compact(const std::int64_t* keep, index_t n) {
+  const index_t np = npack();
+  for (index_t h = 0; h < n; ++h) {
+    if (keep[h] < h || keep[h] >= G_ || (h > 0 && keep[h] <= keep[h - 1]))
+      throw InputError(InputError::BadCode, h, "compact needs increasing cluster indices");
+    if (keep[h] != h) std::memcpy(gram(h), gram(keep[h]), sizeof(double) * np);
+  }
+  G_ = n;
+  packed_.resize(n * np);  // shrinks in place: no second copy of the statistics
 }
 
 ClusterStats ClusterStats::subset(const std::int64_t* keep, index_t n) const {

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core
-from ._inputs import Design, as_design, first_rows, nonfinite_message
+from ._inputs import Design, as_design, nonfinite_message
 
 __all__ = ["ClusterStats"]
 
@@ -58,7 +58,7 @@ class ClusterStats:
         counts = core.counts
         if (counts == 0).any():  # integer labels used as codes: drop the empty slots
             keep = np.flatnonzero(counts > 0).astype(np.int64)
-            core = core.subset(keep)
+            core.compact(keep)
             labels = np.asarray(d.labels)[keep]
         else:
             labels = d.labels

@@ -17,6 +17,13 @@
 
 namespace crve {
 
+/// Memory budgets that choose the traversal of ClusterStats::build (tests shrink them to reach
+/// every mode on small data). They never depend on the thread count.
+struct BuildLimits {
+  double table_bytes = 32.0 * (1 << 20);  // few-clusters mode: all chunk tables together
+  double order_bytes = 16.0 * (1 << 20);  // many-clusters mode: the counting sort's row order
+};
+
 class ClusterStats {
  public:
   ClusterStats() = default;
@@ -26,7 +33,7 @@ class ClusterStats {
   /// sorted. Slots with no rows stay empty (n_g = 0). Work is split by cluster or by fixed row
   /// chunks, never by thread count, so the result is the same on any number of threads.
   static ClusterStats build(const MatrixView& X, const VectorView& y, const std::int64_t* codes,
-                            index_t n_slots, int threads);
+                            index_t n_slots, int threads, const BuildLimits& limits = BuildLimits());
 
   index_t K() const { return K_; }
   index_t G() const { return G_; }
@@ -47,6 +54,8 @@ class ClusterStats {
 
   /// this[map[h]] += other[h] for every cluster h of `other`, re-shifting `other` if needed.
   void add(const ClusterStats& other, const std::int64_t* map);
+  /// Keep only the clusters keep[0..n) (strictly increasing), in place.
+  void compact(const std::int64_t* keep, index_t n);
   /// The clusters `keep[0..n)` in that order.
   ClusterStats subset(const std::int64_t* keep, index_t n) const;
 
