@@ -51,19 +51,22 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
     F2.resize(0, 0);
     return;
   }
-  W.noalias() = L.transpose() * (A * L);
+  AL.noalias() = A.lazyProduct(L);
+  W.noalias() = L.transpose().lazyProduct(AL);
   const double t = W.trace();  // sum of the hat block's eigenvalues, >= the largest
   if (t < kSeriesTrace) {
     // phi(W) - I and phi(W)^2 - I as power series in W: CR2 (1-x)^{-1/2} - 1 = sum c_k x^k,
     // c_k = binom(2k, k) / 4^k, and (1-x)^{-1} - 1 = sum x^k; CR3 (1-x)^{-1} - 1 and
     // (1-x)^{-2} - 1 = sum (k+1) x^k. Truncated once t^k is below rounding.
     const bool cr2 = v == Variant::CV2;
-    F1 = cr2 ? MatrixXd(0.5 * W) : W;
-    F2 = cr2 ? W : MatrixXd(2.0 * W);
+    F1 = W;
+    F2 = W;
+    (cr2 ? F1 : F2) *= cr2 ? 0.5 : 2.0;
     Wk = W;
     double c = 0.5, tk = t;
     for (index_t k = 2; tk > 1e-17; ++k) {
-      Wk = (Wk * W).eval();
+      Wn.noalias() = Wk.lazyProduct(W);
+      Wk.swap(Wn);
       tk *= t;
       c *= (2.0 * k - 1.0) / (2.0 * k);
       F1 += (cr2 ? c : 1.0) * Wk;
@@ -81,8 +84,10 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
   }
   leverage_one = lam.maxCoeff() >= 1.0 - kLeverageTol;
   const MatrixXd& V = es.eigenvectors();
-  F1.noalias() = V * p1.asDiagonal() * V.transpose();
-  F2.noalias() = V * p2.asDiagonal() * V.transpose();
+  Wn.noalias() = V * p1.asDiagonal();
+  F1.noalias() = Wn.lazyProduct(V.transpose());
+  Wn.noalias() = V * p2.asDiagonal();
+  F2.noalias() = Wn.lazyProduct(V.transpose());
 }
 
 const VectorXd& HatBlock::pinv(const Eigen::Ref<const VectorXd>& s) {
@@ -184,14 +189,15 @@ namespace {
 // w_a = (C_g + L F1 L') AC_a;  d^{ab} = AC_a' (C_g + L F2 L') AC_b;  e^{ab} = w_a' A w_b.
 void omega_cluster(const Eigen::Ref<const MatrixXd>& Cg, const HatBlock* hb, const MatrixXd& A, const MatrixXd& AC,
                    OmegaAcc& acc) {
-  thread_local MatrixXd CAC, W, AW, LtAC, F2L;
-  CAC.noalias() = Cg * AC;  // K x q
+  thread_local MatrixXd CAC, W, AW, LtAC, F1L, F2L;
+  CAC.noalias() = Cg.lazyProduct(AC);  // K x q
   W = CAC;
   const bool adjust = hb != nullptr && hb->rank() > 0;
   if (adjust) {
-    LtAC.noalias() = hb->L.transpose() * AC;  // r x q
-    W.noalias() += hb->L * (hb->F1 * LtAC);
-    F2L.noalias() = hb->F2 * LtAC;
+    LtAC.noalias() = hb->L.transpose().lazyProduct(AC);  // r x q
+    F1L.noalias() = hb->F1.lazyProduct(LtAC);
+    W.noalias() += hb->L.lazyProduct(F1L);
+    F2L.noalias() = hb->F2.lazyProduct(LtAC);
   }
   if (acc.full) {
     MatrixXd D = AC.transpose() * CAC;
@@ -199,7 +205,7 @@ void omega_cluster(const Eigen::Ref<const MatrixXd>& Cg, const HatBlock* hb, con
     acc.add(W, D, W.transpose() * A * W);
     return;
   }
-  AW.noalias() = A * W;
+  AW.noalias() = A.lazyProduct(W);
   for (index_t a = 0; a < acc.q; ++a) {
     double d = AC.col(a).dot(CAC.col(a));
     if (adjust) d += LtAC.col(a).dot(F2L.col(a));
@@ -229,7 +235,7 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
       [&] { return CovAcc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
       [&](CovAcc& acc, index_t g) {
         thread_local HatBlock hb;
-        thread_local VectorXd t;
+        thread_local VectorXd t, F1z;
         thread_local MatrixXd Cg;
         const bool adjust = v != Variant::CV0 && v != Variant::CV1;
         if (adjust || q > 0) m.C_of(g, Cg);
@@ -239,7 +245,10 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
         }
         if (need_cov) {
           t = m.S.col(g);
-          if (adjust && hb.rank() > 0) t.noalias() += hb.L * (hb.F1 * hb.pinv(m.S.col(g)));
+          if (adjust && hb.rank() > 0) {
+            F1z.noalias() = hb.F1 * hb.pinv(m.S.col(g));
+            t.noalias() += hb.L * F1z;
+          }
           acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(t);
           if (v == Variant::CV3J) acc.dsum.noalias() += m.A * t;
         }

@@ -88,7 +88,7 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     S.col(g) = bg - Cw * gamma;
     uu[g] = Z(K, K) - gamma.dot(bg) - gamma.dot(S.col(g));
     n[g] = stats.count(g);
-  });
+  }, 1024);
   ssr = uu.sum();
   // Total sum of squares: about the mean when the model has an intercept.
   yy_c = selection_ ? Zsum(K, K) - tot(K + 1, K) * tot(K + 1, K) / N : Zsum(K, K);

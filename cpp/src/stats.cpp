@@ -170,7 +170,7 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   // Few clusters, rows in any order: fixed row chunks (their number depends on N only), each
   // with its own table; inside a chunk rows are grouped by a local counting sort, so X is read
   // sequentially and the kernel sees blocks of one cluster.
-  const index_t n_chunks = std::max<index_t>(1, std::min<index_t>(16, N / 65536));
+  const index_t n_chunks = std::max<index_t>(1, std::min<index_t>(16, N / 16384));
   if (!grouped && n_chunks * n_slots * sq * 8.0 <= kTableBytes) {
     std::vector<std::vector<double>> table(n_chunks);
     parallel_tasks(n_chunks, threads, [&](index_t c) {
@@ -193,14 +193,15 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
         }
       }
     });
-    parallel_tasks(n_slots, threads, [&](index_t g) {
+    auto reduce_cluster = [&](index_t g) {  // chunk tables added in chunk order
       std::vector<double> acc(sq, 0.0);
       for (index_t c = 0; c < n_chunks; ++c) {
         const double* t = table[c].data() + g * sq;
         for (index_t e = 0; e < sq; ++e) acc[e] += t[e];
       }
       add_square_to_packed(out.gram(g), acc.data(), P, PP);
-    });
+    };
+    parallel_tasks(n_slots, threads, reduce_cluster, 256);
     return out;
   }
 

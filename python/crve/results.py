@@ -135,14 +135,9 @@ class Result:
                      _stats=self._stats, _data=self._data, _singletons=self._singletons, _threads=self._threads,
                      _named=self._named)
         eye = np.eye(len(self._params))
-        if rule == "satterthwaite" and v.startswith("CV") and not self._singletons:
-            # covariance and per-coefficient dof in one traversal of the clusters
-            cov, lev, omega = self._model.cluster_cov_dof(v, eye, self._threads)
-            new._cov, new.leverage_one = np.asarray(cov), int(lev)
-            new._df = satterthwaite(lambda R, full: omega, eye)
-        else:
-            new._cov, new.leverage_one = new._covariance(v)
-            new._df = new._dof(rule, eye)
+        # Satterthwaite dof come from the same traversal as the covariance.
+        new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
+        new._df = satterthwaite(lambda R, full: omega, eye) if omega is not None else new._dof(rule, eye)
         new._warn()
         return new
 
@@ -153,18 +148,22 @@ class Result:
                              "built from cluster statistics only. Use crve.cluster_robust(y, X, ...) instead")
         return self._model.row_pass(self._data.y, self._data.X, _core_variant(variant), R, full, self._threads)
 
-    def _covariance(self, v: str) -> tuple[np.ndarray, int]:
+    def _covariance(self, v: str, R: np.ndarray | None = None) -> tuple[np.ndarray, int, dict | None]:
+        """(covariance, leverage-one count, Omega sums of the rows of R or None)."""
         m = self._model
         N, K = m.N, m.K
         if v == "iid":
-            return m.ssr / (N - K) * m.bread(), 0
-        row_level = v.startswith("HC") or self._singletons
-        if not row_level:
-            cov, lev = m.cluster_cov(v, self._threads)
-            return np.asarray(cov), int(lev)
-        rp = self._row_pass(v)
+            if R is not None:
+                raise ValueError("Satterthwaite dof apply to the robust variants (HC*, CV*), not to 'iid'")
+            return m.ssr / (N - K) * m.bread(), 0, None
+        if not (v.startswith("HC") or self._singletons):
+            if R is None:
+                cov, lev = m.cluster_cov(v, self._threads)
+                return np.asarray(cov), int(lev), None
+            cov, lev, omega = m.cluster_cov_dof(v, R, self._threads)
+            return np.asarray(cov), int(lev), omega
+        rp = self._row_pass(v, R)
         cov = np.asarray(rp["bread_meat_bread"])
-        lev = int(rp["leverage_one"])
         if v in ("HC1", "CV1"):
             cov = cov * N / (N - K)  # CV1 with G = N has factor N/(N-1)(N-1)/(N-K) = N/(N-K)
         elif v == "CV3":
@@ -172,7 +171,7 @@ class Result:
         elif v == "CV3J":
             j = np.asarray(rp["jk_mean_times_n"])
             cov = (N - 1) / N * (cov - np.outer(j, j) / N)
-        return cov, lev
+        return cov, int(rp["leverage_one"]), rp.get("omega")
 
     def _omega(self, R: np.ndarray, full: bool) -> dict:
         v = self.variant

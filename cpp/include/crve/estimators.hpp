@@ -27,7 +27,7 @@ constexpr double kLeverageTol = 1e-9;
 /// the usual case with many clusters), from its Taylor series, exact to rounding.
 /// Buffers are reused between clusters (one HatBlock per thread).
 struct HatBlock {
-  MatrixXd L, L11, R, W, F1, F2, Wk;
+  MatrixXd L, L11, R, W, F1, F2, Wk, Wn, AL;
   VectorXd z, lam;
   std::vector<index_t> perm;
   Eigen::SelfAdjointEigenSolver<MatrixXd> es;

@@ -18,10 +18,11 @@ inline int resolve_threads(int threads) {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-/// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads; rethrows the first exception.
+/// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads, at least `grain` tasks per
+/// thread (cheap tasks are not worth a thread); rethrows the first exception.
 template <class Fn>
-void parallel_tasks(index_t n_tasks, int threads, Fn&& fn) {
-  threads = static_cast<int>(std::min<index_t>(resolve_threads(threads), n_tasks));
+void parallel_tasks(index_t n_tasks, int threads, Fn&& fn, index_t grain = 1) {
+  threads = static_cast<int>(std::min<index_t>(resolve_threads(threads), std::max<index_t>(1, n_tasks / grain)));
   if (threads <= 1) {
     for (index_t t = 0; t < n_tasks; ++t) fn(t);
     return;
@@ -55,7 +56,9 @@ Acc parallel_reduce(index_t n, int threads, index_t n_chunks, Init&& init, Body&
   std::vector<Acc> partial;
   partial.reserve(n_chunks);
   for (index_t c = 0; c < n_chunks; ++c) partial.push_back(init());
-  parallel_tasks(n_chunks, threads, [&](index_t c) {
+  // Fewer than ~512 items per thread is not worth starting it.
+  const int useful = static_cast<int>(std::max<index_t>(1, std::min<index_t>(resolve_threads(threads), n / 512)));
+  parallel_tasks(n_chunks, useful, [&](index_t c) {
     index_t lo = n * c / n_chunks, hi = n * (c + 1) / n_chunks;
     for (index_t i = lo; i < hi; ++i) body(partial[c], i);
   });
