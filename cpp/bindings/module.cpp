@@ -102,6 +102,7 @@ PYBIND11_MODULE(_core, mod) {
         return out;
       })
       .def("block", &ClusterStats::block)
+      .def("nonfinite_column", &ClusterStats::nonfinite_column)
       .def("add", [](ClusterStats& s, const ClusterStats& other, const I64Array& map) {
         if (map.ndim() != 1 || map.shape(0) != other.G()) throw std::invalid_argument("map must have one entry per cluster");
         s.add(other, map.data());

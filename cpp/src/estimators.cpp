@@ -231,7 +231,7 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
   const index_t K = m.K, q = contrasts ? contrasts->cols() : 0;
   const MatrixXd AC = contrasts ? MatrixXd(m.A * *contrasts) : MatrixXd(K, 0);
   return parallel_reduce<CovAcc>(
-      m.G, threads, kChunks,
+      m.G, threads, kChunks, 32,
       [&] { return CovAcc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
       [&](CovAcc& acc, index_t g) {
         thread_local HatBlock hb;
@@ -316,7 +316,7 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
     OmegaAcc omega;
   };
   Acc total = parallel_reduce<Acc>(
-      N, threads, kChunks,
+      N, threads, kChunks, 4096,
       [&] { return Acc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
       [&](Acc& acc, index_t i) {
         thread_local VectorXd w;

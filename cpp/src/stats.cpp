@@ -1,6 +1,7 @@
 #include "crve/stats.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "crve/parallel.hpp"
@@ -167,11 +168,15 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   for (index_t g = 0; g < n_slots; ++g) nonempty += count[g] > 0;
   const bool grouped = runs == nonempty;
 
-  // Few clusters, rows in any order: fixed row chunks (their number depends on N only), each
-  // with its own table; inside a chunk rows are grouped by a local counting sort, so X is read
-  // sequentially and the kernel sees blocks of one cluster.
-  const index_t n_chunks = std::max<index_t>(1, std::min<index_t>(16, N / 16384));
-  if (!grouped && n_chunks * n_slots * sq * 8.0 <= kTableBytes) {
+  // Few clusters, rows in any order: row chunks, each with its own table; inside a chunk rows
+  // are grouped by a local counting sort, so X is read sequentially and the kernel sees blocks
+  // of one cluster. The chunk count (a power of two up to 16, at least 16384 rows per chunk)
+  // depends on N, G and K only; all tables together stay within the budget, which is a
+  // sixteenth of the input (at most table_bytes).
+  const double budget = std::min(kTableBytes, std::max(1.0 * (1 << 20), N * (K + 2) * 8.0 / 16));
+  index_t n_chunks = 16;
+  while (n_chunks > 1 && (n_chunks * 16384 > N || n_chunks * n_slots * sq * 8.0 > budget)) n_chunks /= 2;
+  if (!grouped && n_chunks * n_slots * sq * 8.0 <= budget) {
     std::vector<std::vector<double>> table(n_chunks);
     parallel_tasks(n_chunks, threads, [&](index_t c) {
       table[c].assign(n_slots * sq, 0.0);
@@ -320,6 +325,16 @@ void ClusterStats::compact(const std::int64_t* keep, index_t n) {
   }
   G_ = n;
   packed_.resize(n * np);  // shrinks in place: no second copy of the statistics
+}
+
+index_t ClusterStats::nonfinite_column() const {
+  const index_t P = this->P();
+  std::vector<double> diag(P, 0.0);
+  for (index_t g = 0; g < G_; ++g)
+    for (index_t i = 0; i < P; ++i) diag[i] += gram(g)[i * (i + 1) / 2 + i];
+  for (index_t i = 0; i < P; ++i)
+    if (!std::isfinite(diag[i])) return i < K_ ? i : K_;
+  return -1;
 }
 
 ClusterStats ClusterStats::subset(const std::int64_t* keep, index_t n) const {

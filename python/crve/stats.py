@@ -69,14 +69,9 @@ class ClusterStats:
         return stats
 
     def _nonfinite_column(self) -> int | None:
-        K = self.K
-        P = K + 2
-        diag = np.array([i * (i + 1) // 2 + i for i in range(P)])
-        tot = self._core.packed[:, diag].sum(axis=0)
-        bad = np.flatnonzero(~np.isfinite(tot))
-        if bad.size == 0:
-            return None
-        return int(bad[0]) if bad[0] < K else K
+        """First column (K for y) with NaN/inf in its sum of squares, or None."""
+        col = self._core.nonfinite_column()
+        return None if col < 0 else int(col)
 
     # -- properties ---------------------------------------------------------------------
     @property

@@ -50,14 +50,15 @@ void parallel_tasks(index_t n_tasks, int threads, Fn&& fn, index_t grain = 1) {
 }
 
 /// Deterministic parallel reduction over [0, n): fixed chunks, partials combined in chunk order.
+/// A thread is started per `grain` items at most.
 template <class Acc, class Init, class Body, class Combine>
-Acc parallel_reduce(index_t n, int threads, index_t n_chunks, Init&& init, Body&& body, Combine&& combine) {
+Acc parallel_reduce(index_t n, int threads, index_t n_chunks, index_t grain, Init&& init, Body&& body,
+                    Combine&& combine) {
   n_chunks = std::max<index_t>(1, std::min(n_chunks, n));
   std::vector<Acc> partial;
   partial.reserve(n_chunks);
   for (index_t c = 0; c < n_chunks; ++c) partial.push_back(init());
-  // Fewer than ~512 items per thread is not worth starting it.
-  const int useful = static_cast<int>(std::max<index_t>(1, std::min<index_t>(resolve_threads(threads), n / 512)));
+  const int useful = static_cast<int>(std::max<index_t>(1, std::min<index_t>(resolve_threads(threads), n / grain)));
   parallel_tasks(n_chunks, useful, [&](index_t c) {
     index_t lo = n * c / n_chunks, hi = n * (c + 1) / n_chunks;
     for (index_t i = lo; i < hi; ++i) body(partial[c], i);

@@ -54,6 +54,9 @@ class ClusterStats {
 
   /// this[map[h]] += other[h] for every cluster h of `other`, re-shifting `other` if needed.
   void add(const ClusterStats& other, const std::int64_t* map);
+  /// The first column (K for y) whose sum of squares is NaN or inf (NaN/inf in the data, or
+  /// overflow), or -1.
+  index_t nonfinite_column() const;
   /// Keep only the clusters keep[0..n) (strictly increasing), in place.
   void compact(const std::int64_t* keep, index_t n);
   /// The clusters `keep[0..n)` in that order.
