@@ -158,3 +158,17 @@ def test_jackknife_leverage_one_warns():
         res = crve.cluster_robust(y, X, g, variant="CV3")
     assert res.leverage_one == 1
     assert np.isfinite(res.cov).all()
+
+
+def test_pandas_nullable_missing_values_are_named(ok):
+    y, X, g = ok
+    ys = pd.Series(y).astype("Float64")
+    ys.iloc[[3, 9]] = pd.NA
+    with pytest.raises(ValueError, match=r"y contains NaN or inf in 2 rows \(first: 3, 9\)"):
+        crve.cluster_robust(ys, X, g)
+    df = pd.DataFrame(X[:, 1:], columns=["a", "b", "c"]).astype("Float64")
+    df.iloc[5, 1] = pd.NA
+    with pytest.raises(ValueError, match=r"X column 'b' contains NaN or inf in 1 row \(first: 5\)"):
+        crve.cluster_robust(y, df, g)
+    ints = pd.Series(np.arange(len(y)) % 7).astype("Int64")
+    assert crve.cluster_robust(y, np.column_stack([np.ones(len(y)), ints.to_numpy(float)]), g).nobs == len(y)

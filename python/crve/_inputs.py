@@ -23,7 +23,13 @@ def first_rows(mask: np.ndarray, n: int = 5) -> str:
 
 def _as_float_vector(y: Any) -> np.ndarray:
     if hasattr(y, "to_numpy") and not isinstance(y, np.ndarray):
-        y = y.to_numpy()
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        dtype = getattr(y, "dtype", None)
+        if dtype is not None and (is_numeric_dtype(dtype) or is_bool_dtype(dtype)):
+            y = y.to_numpy(dtype=np.float64, na_value=np.nan)  # nullable dtypes: NA -> NaN, reported below
+        else:
+            y = y.to_numpy()
     arr = np.asarray(y)
     if arr.ndim == 2 and 1 in arr.shape and arr.size > 0:
         raise ValueError(f"y must be 1-D; got shape {arr.shape} (use y.ravel() for a single column)")
