@@ -58,7 +58,6 @@ const char* code_name(InputError::Code c) {
     case InputError::Collinear: return "collinear";
     case InputError::TooFewRows: return "too_few_rows";
     case InputError::BadCode: return "bad_code";
-    case InputError::Singular: return "singular";
     default: return "other";
   }
 }
@@ -107,7 +106,6 @@ PYBIND11_MODULE(_core, mod) {
         if (map.ndim() != 1 || map.shape(0) != other.G()) throw std::invalid_argument("map must have one entry per cluster");
         s.add(other, map.data());
       })
-      .def("subset", [](const ClusterStats& s, const I64Array& keep) { return s.subset(keep.data(), keep.shape(0)); })
       .def("compact", [](ClusterStats& s, const I64Array& keep) { s.compact(keep.data(), keep.shape(0)); },
            "keep the clusters keep[0..n) (increasing), in place")
       .def("copy", [](const ClusterStats& s) { return ClusterStats(s); });

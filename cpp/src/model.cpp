@@ -76,7 +76,6 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   gamma += A * (b - C * gamma);  // one step of iterative refinement
 
   // Scores s_g = b_g - C_g gamma and u_g'u_g = y_g'y_g - 2 gamma'b_g + gamma'C_g gamma.
-  n.resize(G);
   S.resize(K, G);
   uu.resize(G);
   parallel_tasks(G, threads, [&](index_t g) {
@@ -87,7 +86,6 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     Cw.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();
     S.col(g) = bg - Cw * gamma;
     uu[g] = Z(K, K) - gamma.dot(bg) - gamma.dot(S.col(g));
-    n[g] = stats.count(g);
   }, 1024);
   ssr = uu.sum();
   // Total sum of squares: about the mean when the model has an intercept.

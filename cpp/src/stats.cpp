@@ -337,14 +337,4 @@ index_t ClusterStats::nonfinite_column() const {
   return -1;
 }
 
-ClusterStats ClusterStats::subset(const std::int64_t* keep, index_t n) const {
-  ClusterStats out(K_, n, shift_);
-  const index_t np = npack();
-  for (index_t h = 0; h < n; ++h) {
-    if (keep[h] < 0 || keep[h] >= G_) throw InputError(InputError::BadCode, h, "cluster index out of range");
-    std::memcpy(out.gram(h), gram(keep[h]), sizeof(double) * np);
-  }
-  return out;
-}
-
 }  // namespace crve

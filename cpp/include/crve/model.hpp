@@ -32,7 +32,6 @@ class Model {
   VectorXd beta0;
 
   // Working per-cluster statistics (scaled).
-  VectorXd n;    // rows per cluster (G)
   MatrixXd S;    // K x G: scores s_g = W_g'u_g = b_g - C_g gamma
   VectorXd uu;   // G: u_g'u_g
   MatrixXd C, A; // sum_g C_g and its inverse

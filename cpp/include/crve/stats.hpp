@@ -59,8 +59,6 @@ class ClusterStats {
   index_t nonfinite_column() const;
   /// Keep only the clusters keep[0..n) (strictly increasing), in place.
   void compact(const std::int64_t* keep, index_t n);
-  /// The clusters `keep[0..n)` in that order.
-  ClusterStats subset(const std::int64_t* keep, index_t n) const;
 
  private:
   index_t K_ = 0, G_ = 0;

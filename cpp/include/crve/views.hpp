@@ -26,7 +26,7 @@ struct VectorView {
 
 /// Error raised for bad input; `code` says what, `index` which column/cluster (-1 if none).
 struct InputError : std::runtime_error {
-  enum Code { NonFinite, AllZeroColumn, Collinear, TooFewRows, BadCode, Singular, Other };
+  enum Code { NonFinite, AllZeroColumn, Collinear, TooFewRows, BadCode, Other };
   Code code;
   index_t index;
   InputError(Code c, index_t idx, const std::string& msg) : std::runtime_error(msg), code(c), index(idx) {}
