@@ -120,7 +120,6 @@ struct OmegaAcc {
   bool full = false;
   MatrixXd D1, P_abab, X_abab, P_aabb, X_aabb;
   std::vector<MatrixXd> WW;  // WW[a*q+b] = sum_g w_a w_b'   (only a == b unless full)
-  index_t leverage_one = 0;
 
   OmegaAcc(index_t K_, index_t q_, bool full_) : K(K_), q(q_), full(full_) {
     D1 = P_abab = X_abab = P_aabb = X_aabb = MatrixXd::Zero(q, q);
@@ -156,7 +155,6 @@ struct OmegaAcc {
     X_aabb += o.X_aabb;
     for (size_t i = 0; i < WW.size(); ++i)
       if (WW[i].size()) WW[i] += o.WW[i];
-    leverage_one += o.leverage_one;
   }
   OmegaSums finish(const MatrixXd& A) const {
     OmegaSums out;
@@ -176,14 +174,9 @@ struct OmegaAcc {
         out.tr_aabb(a, b) = full ? P_aabb(a, b) - X_aabb(a, b) + (A * Wab * A * Wba).trace() : out.tr_abab(a, b);
       }
     }
-    out.leverage_one = leverage_one;
     return out;
   }
 };
-
-}  // namespace
-
-namespace {
 
 // Omega pieces of one cluster (F1 = F2 = 0 for CV0/CV1, where hb is unused):
 // w_a = (C_g + L F1 L') AC_a;  d^{ab} = AC_a' (C_g + L F2 L') AC_b;  e^{ab} = w_a' A w_b.
@@ -319,21 +312,22 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
       N, threads, kChunks, 4096,
       [&] { return Acc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
       [&](Acc& acc, index_t i) {
-        thread_local VectorXd w;
+        thread_local VectorXd w, Aw;
+        thread_local Eigen::RowVectorXd z;
         w.resize(K);
         double yw;
         m.working_row(X.data + i * X.row_stride, X.col_stride, y[i], w.data(), yw);
         const double u = yw - w.dot(m.gamma);
-        const VectorXd Aw = m.A * w;
+        Aw.noalias() = m.A * w;
         const double h = std::max(0.0, w.dot(Aw));
         const double phi = adjustment(v, h);
         acc.lev += h >= 1.0 - kLeverageTol;
         const double t = phi * u;  // adjusted score of the row is t * w
-        acc.meat.noalias() += (t * t) * w * w.transpose();
+        acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(w, t * t);
         if (v == Variant::CV3J) acc.jk += t * Aw;
         if (q > 0) {
           // Rank-one cluster: L = w, lam = h; w_a = phi w (w'A c_a), d^{ab} = phi^2 z_a z_b.
-          const Eigen::RowVectorXd z = w.transpose() * AC;
+          z.noalias() = w.transpose() * AC;
           if (full) {
             const MatrixXd W = (phi * w) * z;
             const MatrixXd D = (phi * phi) * z.transpose() * z;
@@ -353,7 +347,7 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
         a.omega.merge(b.omega);
       });
   RowPass out;
-  out.meat = std::move(total.meat);
+  out.meat = total.meat.selfadjointView<Eigen::Lower>();
   out.jk_sum = std::move(total.jk);
   out.leverage_one = total.lev;
   if (q > 0) {
