@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 
+#include "crve/bootstrap.hpp"
 #include "crve/estimators.hpp"
 #include "crve/model.hpp"
 #include "crve/stats.hpp"
@@ -49,6 +50,22 @@ py::dict omega_dict(const OmegaSums& o) {
   d["tr_aabb"] = o.tr_aabb;
   d["leverage_one"] = o.leverage_one;
   return d;
+}
+
+WeightKind parse_weights(const std::string& s) {
+  if (s == "rademacher") return WeightKind::Rademacher;
+  if (s == "webb") return WeightKind::Webb;
+  if (s == "mammen") return WeightKind::Mammen;
+  if (s == "normal") return WeightKind::Normal;
+  throw std::invalid_argument("unknown weights " + s);
+}
+
+std::vector<index_t> index_vector(const I64Array& a, index_t n) {
+  if (a.ndim() != 1 || a.shape(0) != n) throw std::invalid_argument("map must have one entry per cluster");
+  auto v = a.unchecked<1>();
+  std::vector<index_t> out(n);
+  for (index_t i = 0; i < n; ++i) out[i] = v(i);
+  return out;
 }
 
 const char* code_name(InputError::Code c) {
@@ -207,4 +224,86 @@ PYBIND11_MODULE(_core, mod) {
           },
           py::arg("y"), py::arg("X"), py::arg("variant"), py::arg("R") = py::none(), py::arg("full") = false,
           py::arg("threads") = 0);
+  py::class_<WildProblem>(mod, "WildProblem")
+      .def_readonly("K", &WildProblem::K)
+      .def_readonly("q", &WildProblem::q)
+      .def_readonly("G_var", &WildProblem::G_var)
+      .def_readonly("G_boot", &WildProblem::G_boot)
+      .def_readonly("ncomp", &WildProblem::ncomp)
+      .def_readonly("ssc", &WildProblem::ssc)
+      .def_readonly("theta", &WildProblem::theta)
+      .def_readonly("V", &WildProblem::V)
+      .def_readonly("dgp_singular", &WildProblem::dgp_singular)
+      .def_readonly("stud_singular", &WildProblem::stud_singular)
+      .def_readonly("chunk", &WildProblem::chunk)
+      .def_property_readonly("width", &WildProblem::width);
+
+  mod.def(
+      "wild_setup",
+      [](const Model& m, const MatrixXd& R, const VectorXd& r, const I64Array& cell_var, index_t G_var,
+         const I64Array& cell_boot, index_t G_boot, bool impose_null, bool jackknife_dgp, bool jackknife_stud,
+         int threads) {
+        if (R.cols() != m.K || R.rows() != r.size()) throw std::invalid_argument("R must be q x K and r of length q");
+        WildOptions opt;
+        opt.impose_null = impose_null;
+        opt.jackknife_dgp = jackknife_dgp;
+        opt.jackknife_stud = jackknife_stud;
+        const MatrixXd a = m.contrasts(R);
+        const VectorXd rho = r - R * m.beta0;
+        std::vector<index_t> cv = index_vector(cell_var, m.G), cb = index_vector(cell_boot, m.G);
+        py::gil_scoped_release release;
+        return wild_setup(m, a, rho, cv, G_var, cb, G_boot, opt, threads);
+      },
+      py::arg("model"), py::arg("R"), py::arg("r"), py::arg("cell_var"), py::arg("G_var"), py::arg("cell_boot"),
+      py::arg("G_boot"), py::arg("impose_null"), py::arg("jackknife_dgp"), py::arg("jackknife_stud"),
+      py::arg("threads") = 0,
+      "bootstrap set-up on the model's clusters (the cells); R, r in the caller's basis");
+
+  mod.def(
+      "wild_draws",
+      [](const WildProblem& p, const std::string& weights, std::uint64_t seed, bool enumerate, index_t b0, index_t nb,
+         int threads) {
+        WeightGenerator gen{parse_weights(weights), seed, enumerate, p.G_boot};
+        py::array_t<double> out({nb, p.width()});
+        double* o = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          wild_draws(p, gen, b0, nb, o, threads);
+        }
+        return out;
+      },
+      py::arg("problem"), py::arg("weights"), py::arg("seed"), py::arg("enumerate"), py::arg("b0"), py::arg("nb"),
+      py::arg("threads") = 0);
+
+  mod.def(
+      "wild_count",
+      [](const F64Array& draws, index_t ncomp, double ssc, const F64Array& drho, const F64Array& t, double tol,
+         bool signed_tails, int threads) {
+        if (draws.ndim() != 2 || draws.strides(1) != 8 || draws.strides(0) != draws.shape(1) * 8)
+          throw std::invalid_argument("draws must be a C-contiguous 2-D array");
+        if (drho.ndim() != 1 || t.ndim() != 1 || drho.shape(0) != t.shape(0) || drho.strides(0) != 8 || t.strides(0) != 8)
+          throw std::invalid_argument("drho and t must be contiguous and of equal length");
+        const index_t m = drho.shape(0);
+        py::array_t<std::int64_t> out({m, index_t(3)});
+        std::int64_t* o = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          wild_count(draws.data(), draws.shape(0), draws.shape(1), ncomp, ssc, drho.data(), t.data(), m, tol, signed_tails, o,
+                     threads);
+        }
+        return out;
+      },
+      py::arg("draws"), py::arg("ncomp"), py::arg("ssc"), py::arg("drho"), py::arg("t"), py::arg("tol"),
+      py::arg("signed_tails"), py::arg("threads") = 0, "counts of |t*| > |t|(1+tol), t* > t + tol|t|, t* < t - tol|t| per (rho, t)");
+
+  mod.def(
+      "draw_weights",
+      [](const std::string& weights, std::uint64_t seed, bool enumerate, index_t G, index_t b0, index_t nb) {
+        WeightGenerator gen{parse_weights(weights), seed, enumerate, G};
+        py::array_t<double> out({nb, G});
+        gen.fill(b0, nb, out.mutable_data());
+        return out;
+      },
+      py::arg("weights"), py::arg("seed"), py::arg("enumerate"), py::arg("G"), py::arg("b0"), py::arg("nb"),
+      "the weights of draws [b0, b0 + nb): row j is draw b0 + j");
 }

@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "crve/bootstrap.hpp"
 #include "crve/estimators.hpp"
 #include "crve/model.hpp"
 #include "crve/stats.hpp"
@@ -86,6 +87,62 @@ static MatrixXd dense_cov(const Data& d, Variant v) {
   return cov;
 }
 
+/// Bootstrap t* of draw v by brute force: y* = X b_r + v_g u_r (restricted fit of b_k = h0),
+/// refit OLS, CV1 standard error.
+static double dense_wild_t(const Data& d, index_t k, double h0, const VectorXd& v) {
+  const index_t N = d.X.rows(), K = d.X.cols();
+  const MatrixXd A = (d.X.transpose() * d.X).inverse();
+  const VectorXd b = A * d.X.transpose() * d.y;
+  const VectorXd br = b - A.col(k) * ((b[k] - h0) / A(k, k));
+  const VectorXd ur = d.y - d.X * br;
+  VectorXd ys(N);
+  for (index_t i = 0; i < N; ++i) ys[i] = d.X.row(i).dot(br) + v[d.g[i]] * ur[i];
+  const VectorXd bs = A * d.X.transpose() * ys;
+  const VectorXd us = ys - d.X * bs;
+  MatrixXd meat = MatrixXd::Zero(K, K);
+  std::vector<VectorXd> score(d.G, VectorXd::Zero(K));
+  for (index_t i = 0; i < N; ++i) score[d.g[i]] += d.X.row(i).transpose() * us[i];
+  for (const VectorXd& s : score) meat += s * s.transpose();
+  const double G = double(d.G), ssc = G / (G - 1) * (N - 1.0) / (N - K);
+  const double se = std::sqrt(ssc * (A * meat * A)(k, k));
+  return (bs[k] - h0) / se;
+}
+
+static void test_bootstrap(const Data& d, const Model& m) {
+  // Philox4x32-10 known-answer tests (Random123 kat_vectors).
+  const Philox4x32 z = philox4x32_10(0, 0, 0, 0, 0, 0);
+  const Philox4x32 pi = philox4x32_10(0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344, 0xa4093822, 0x299f31d0);
+  const bool kat = z.v[0] == 0x6627e8d5 && z.v[1] == 0xe169c58d && z.v[2] == 0xbc57ac4c && z.v[3] == 0x9b00dbd8 &&
+                   pi.v[0] == 0xd16cfe09 && pi.v[1] == 0x94fdcceb && pi.v[2] == 0x5001e420 && pi.v[3] == 0x24126ea1;
+  std::printf("%s Philox4x32-10 known answers\n", kat ? "ok  " : "FAIL");
+  failures += !kat;
+
+  const index_t k = 2, K = m.K, nb = 37;
+  const double h0 = 0.3;
+  MatrixXd R = MatrixXd::Zero(1, K);
+  R(0, k) = 1;
+  std::vector<index_t> ident(d.G);
+  for (index_t h = 0; h < d.G; ++h) ident[h] = h;
+  const VectorXd rho = VectorXd::Constant(1, h0) - R * m.beta0;
+  const WildProblem p = wild_setup(m, m.contrasts(R), rho, ident, d.G, ident, d.G, WildOptions{}, 2);
+  for (WeightKind kind : {WeightKind::Rademacher, WeightKind::Webb, WeightKind::Normal}) {
+    const WeightGenerator gen{kind, 12345, false, d.G};
+    MatrixXd out(p.width(), nb), out1(p.width(), nb), w(d.G, nb);
+    wild_draws(p, gen, 5, nb, out.data(), 3);
+    wild_draws(p, gen, 5, nb, out1.data(), 1);
+    gen.fill(5, nb, w.data());
+    VectorXd fast(nb), dense(nb);
+    for (index_t j = 0; j < nb; ++j) {
+      fast[j] = out(0, j) / std::sqrt(p.ssc * out(2, j));
+      dense[j] = dense_wild_t(d, k, h0, w.col(j));
+    }
+    CHECK_CLOSE(fast, dense, 1e-10, "wild bootstrap t* = refit OLS + CV1");
+    const bool same = out == out1;
+    std::printf("%s wild draws identical on 1 and 3 threads\n", same ? "ok  " : "FAIL");
+    failures += !same;
+  }
+}
+
 int main() {
   const Data d = make_data(42, 400, 4, 23);
   const ClusterStats whole = stats_of(d, 0, 400, 2);
@@ -115,6 +172,7 @@ int main() {
   const bool same_cov = cluster_cov(m1, Variant::CV2, 1).cov == cluster_cov(m4, Variant::CV2, 4).cov;
   std::printf("%s CV2 identical on 1 and 4 threads\n", same_cov ? "ok  " : "FAIL");
   failures += !same_cov;
+  test_bootstrap(d, m);
   std::printf("%d failed\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -56,6 +56,7 @@ def cluster_robust(y: Any, X: Any, clusters: Any = None, *, variant: str = "CV1"
     if N <= K:
         raise ValueError(f"need more rows than columns: N = {N}, K = {K}")
     singletons = d.codes is None
+    codes = d.codes
     if singletons:  # one block for X'X; the variance comes from a pass over the rows
         d.codes = np.zeros(N, dtype=np.int64)
         d.labels = np.zeros(1, dtype=np.int64)
@@ -63,5 +64,5 @@ def cluster_robust(y: Any, X: Any, clusters: Any = None, *, variant: str = "CV1"
     stats = ClusterStats._build(d, threads)
     if not singletons and stats.n_clusters < 2:
         raise ValueError(f"need at least 2 clusters for cluster-robust inference; got {stats.n_clusters}")
-    return Result._from_stats(stats, variant=variant, dof=dof, data=_Data(d.y, d.X), singletons=singletons,
+    return Result._from_stats(stats, variant=variant, dof=dof, data=_Data(d.y, d.X, codes), singletons=singletons,
                               threads=threads, named=names is not None or hasattr(X, "columns"), design=d)

@@ -78,6 +78,7 @@ class ContrastTest:
 class _Data:
     y: np.ndarray
     X: np.ndarray
+    codes: np.ndarray | None = None  # the rows' cluster codes (None: every row its own cluster)
 
 
 @dataclass
@@ -333,6 +334,47 @@ class Result:
         p = float(sps.chi2.sf(Q, q)) if not np.isfinite(den) else float(sps.f.sf(F, q, den))
         return WaldTest(F, p, q, den, "F", R, r)
 
+    # -- wild bootstrap -----------------------------------------------------------------
+    def wild_bootstrap(self, param: Any = None, *, bootcluster: Any = None, **options: Any) -> Any:
+        """Wild (cluster) bootstrap test of ``param = h0`` (or ``R b = r``) on this fit's data and
+        clusters; options as in :func:`crve.wild_cluster_bootstrap`. The bootstrap studentises
+        with CV1 or CV3 as ``bootstrap_type`` says, whatever this result's variant.
+        Without ``bootcluster`` it runs on the cluster statistics already built (no pass over
+        the rows).
+        """
+        from .bootstrap import _cells, _run
+        from .stats import ClusterStats, model_or_error
+        from ._inputs import factorize_clusters
+
+        threads = options.get("threads")
+        if not self._singletons and bootcluster is None:
+            G = self._stats.n_clusters
+            dense = np.arange(G, dtype=np.int64)
+            return _run(self._model, self.names, dense, dense, rows=False, param=param, **_bootstrap_options(options))
+        if self._data is None:
+            raise ValueError("this result was built from cluster statistics only: a bootstrap with bootcluster "
+                             "(or without clusters) needs the rows; use crve.wild_cluster_bootstrap(y, X, ...)")
+        N = len(self._data.y)
+        rows = self._singletons
+        if rows and bootcluster is not None:
+            raise ValueError("bootcluster needs clusters (the variance clustering); this fit has none")
+        var_codes = np.arange(N, dtype=np.int64) if rows else self._data.codes
+        boot_codes = None if bootcluster is None else factorize_clusters(bootcluster, N)[0]
+        cells, cell_var, cell_boot = _cells(var_codes, boot_codes)
+        stats = ClusterStats.from_arrays(self._data.y, self._data.X, cells, names=self.names, threads=threads)
+        model = model_or_error(stats, threads)
+        return _run(model, self.names, cell_var, cell_boot, rows=rows, param=param, **_bootstrap_options(options))
+
     def __repr__(self) -> str:
         return (f"<crve.Result {self.variant} (dof {self.dof_rule}): nobs={self.nobs}, "
                 f"n_clusters={self.n_clusters}, K={len(self._params)}>")
+
+
+def _bootstrap_options(options: dict) -> dict:
+    allowed = {"h0": 0.0, "R": None, "r": None, "weights": "rademacher", "B": 9999, "seed": None,
+               "impose_null": True, "pvalue": "symmetric", "bootstrap_type": "11", "conf_int": True,
+               "level": 0.95, "threads": None, "progress": None}
+    unknown = set(options) - set(allowed)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)} and bootcluster")
+    return {**allowed, **options}

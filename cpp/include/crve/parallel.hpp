@@ -18,27 +18,28 @@ inline int resolve_threads(int threads) {
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
 
-/// Runs fn(task) for task in [0, n_tasks) on up to `threads` threads, at least `grain` tasks per
-/// thread (cheap tasks are not worth a thread); rethrows the first exception.
-template <class Fn>
-void parallel_tasks(index_t n_tasks, int threads, Fn&& fn, index_t grain = 1) {
+/// Runs fn(state, task) for task in [0, n_tasks) on up to `threads` threads, at least `grain`
+/// tasks per thread (cheap tasks are not worth a thread); each thread makes its own state with
+/// make() (scratch buffers). Rethrows the first exception.
+template <class Make, class Fn>
+void parallel_workers(index_t n_tasks, int threads, Make&& make, Fn&& fn, index_t grain = 1) {
   threads = static_cast<int>(std::min<index_t>(resolve_threads(threads), std::max<index_t>(1, n_tasks / grain)));
   if (threads <= 1) {
-    for (index_t t = 0; t < n_tasks; ++t) fn(t);
+    auto state = make();
+    for (index_t t = 0; t < n_tasks; ++t) fn(state, t);
     return;
   }
   std::atomic<index_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
   auto worker = [&] {
-    for (index_t t; (t = next.fetch_add(1)) < n_tasks;) {
-      try {
-        fn(t);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-        next.store(n_tasks);
-      }
+    try {
+      auto state = make();
+      for (index_t t; (t = next.fetch_add(1)) < n_tasks;) fn(state, t);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next.store(n_tasks);
     }
   };
   std::vector<std::thread> pool;
@@ -47,6 +48,12 @@ void parallel_tasks(index_t n_tasks, int threads, Fn&& fn, index_t grain = 1) {
   worker();
   for (auto& th : pool) th.join();
   if (error) std::rethrow_exception(error);
+}
+
+/// parallel_workers without per-thread state: fn(task).
+template <class Fn>
+void parallel_tasks(index_t n_tasks, int threads, Fn&& fn, index_t grain = 1) {
+  parallel_workers(n_tasks, threads, [] { return 0; }, [&](int, index_t t) { fn(t); }, grain);
 }
 
 /// Deterministic parallel reduction over [0, n): fixed chunks, partials combined in chunk order.

@@ -1,0 +1,112 @@
+// Bootstrap weights from a counter-based generator: the weight of bootstrap cluster g in draw b
+// is a pure function of (seed, b, g), so any draw can be produced on any thread in any order and
+// a seed gives identical draws on 1 or 64 threads (DESIGN.md 4).
+//
+// Philox4x32-10 (Salmon, Moraes, Dror & Shaw 2011, "Parallel random numbers: as easy as 1, 2,
+// 3"; the Random123 reference) maps a 128-bit counter and a 64-bit key to 128 random bits.
+// Counter = (b low, b high, block, stream), key = seed; each call serves 128 Rademacher signs,
+// four Webb or Mammen weights (32 bits each) or two normals (64 bits each).
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "views.hpp"
+
+namespace crve {
+
+struct Philox4x32 {
+  std::uint32_t v[4];
+};
+
+inline Philox4x32 philox4x32_10(std::uint32_t c0, std::uint32_t c1, std::uint32_t c2, std::uint32_t c3,
+                                std::uint32_t k0, std::uint32_t k1) {
+  constexpr std::uint64_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
+  constexpr std::uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+  for (int round = 0; round < 10; ++round) {
+    const std::uint64_t p0 = M0 * c0, p1 = M1 * c2;
+    const std::uint32_t hi0 = std::uint32_t(p0 >> 32), lo0 = std::uint32_t(p0);
+    const std::uint32_t hi1 = std::uint32_t(p1 >> 32), lo1 = std::uint32_t(p1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += W0;
+    k1 += W1;
+  }
+  return {{c0, c1, c2, c3}};
+}
+
+enum class WeightKind { Rademacher, Webb, Mammen, Normal };
+
+/// Weights of G bootstrap clusters for draws [b0, b0 + nb): out[g + G * j] is the weight of
+/// cluster g in draw b0 + j. With `enumerate` (Rademacher only) draw b is the sign vector of the
+/// bits of b: v_g = 1 - 2 * bit_g(b), so draw 0 is all ones (the original sample) and draws
+/// 0..2^G - 1 are every sign vector once.
+struct WeightGenerator {
+  WeightKind kind = WeightKind::Rademacher;
+  std::uint64_t seed = 0;
+  bool enumerate = false;
+  index_t G = 0;
+
+  void fill(index_t b0, index_t nb, double* out) const {
+    for (index_t j = 0; j < nb; ++j) draw(b0 + j, out + G * j);
+  }
+
+  void draw(index_t b, double* v) const {
+    const auto bb = static_cast<std::uint64_t>(b);
+    if (enumerate) {
+      for (index_t g = 0; g < G; ++g) v[g] = ((bb >> g) & 1u) ? -1.0 : 1.0;
+      return;
+    }
+    const std::uint32_t c0 = std::uint32_t(bb), c1 = std::uint32_t(bb >> 32);
+    const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
+    const auto stream = static_cast<std::uint32_t>(kind);
+    switch (kind) {
+      case WeightKind::Rademacher:
+        for (index_t g0 = 0; g0 < G; g0 += 128) {
+          const Philox4x32 r = philox4x32_10(c0, c1, std::uint32_t(g0 / 128), stream, k0, k1);
+          const index_t n = std::min<index_t>(128, G - g0);
+          for (index_t i = 0; i < n; ++i) v[g0 + i] = ((r.v[i / 32] >> (i % 32)) & 1u) ? -1.0 : 1.0;
+        }
+        break;
+      case WeightKind::Webb:
+      case WeightKind::Mammen:
+        for (index_t g0 = 0; g0 < G; g0 += 4) {
+          const Philox4x32 r = philox4x32_10(c0, c1, std::uint32_t(g0 / 4), stream, k0, k1);
+          const index_t n = std::min<index_t>(4, G - g0);
+          for (index_t i = 0; i < n; ++i) v[g0 + i] = kind == WeightKind::Webb ? webb(r.v[i]) : mammen(r.v[i]);
+        }
+        break;
+      case WeightKind::Normal:
+        for (index_t g0 = 0; g0 < G; g0 += 2) {
+          const Philox4x32 r = philox4x32_10(c0, c1, std::uint32_t(g0 / 2), stream, k0, k1);
+          // Box-Muller from two 53-bit uniforms, u1 in (0, 1].
+          const double u1 = (double(((std::uint64_t(r.v[0]) << 32 | r.v[1]) >> 11) + 1)) * 0x1p-53;
+          const double u2 = double((std::uint64_t(r.v[2]) << 32 | r.v[3]) >> 11) * 0x1p-53;
+          const double rad = std::sqrt(-2.0 * std::log(u1)), ang = 6.283185307179586 * u2;
+          v[g0] = rad * std::cos(ang);
+          if (g0 + 1 < G) v[g0 + 1] = rad * std::sin(ang);
+        }
+        break;
+    }
+  }
+
+  /// Webb's six-point distribution: +-sqrt(1/2), +-1, +-sqrt(3/2), each with probability 1/6
+  /// (Lemire's multiply-shift maps 32 bits to 0..5; bias below 2^-29).
+  static double webb(std::uint32_t x) {
+    static constexpr double values[6] = {-1.2247448713915890491, -1.0, -0.70710678118654752440,
+                                         0.70710678118654752440, 1.0, 1.2247448713915890491};
+    return values[(std::uint64_t(x) * 6u) >> 32];
+  }
+
+  /// Mammen's two-point distribution: -(sqrt5 - 1)/2 with probability (sqrt5 + 1)/(2 sqrt5),
+  /// else (sqrt5 + 1)/2 (mean 0, variance 1, third moment 1).
+  static double mammen(std::uint32_t x) {
+    constexpr double s5 = 2.2360679774997896964;
+    constexpr double p = (s5 + 1) / (2 * s5);
+    return (double(x) + 0.5) * 0x1p-32 < p ? -(s5 - 1) / 2 : (s5 + 1) / 2;
+  }
+};
+
+}  // namespace crve

@@ -1,0 +1,300 @@
+#include "crve/bootstrap.hpp"
+
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+#include "crve/parallel.hpp"
+
+namespace crve {
+
+namespace {
+
+/// Cells grouped by code (a counting sort): members of group k are list[start[k] .. start[k+1]).
+void group(const std::vector<index_t>& code, index_t n, std::vector<index_t>& start, std::vector<index_t>& list) {
+  start.assign(n + 1, 0);
+  for (index_t c : code) ++start[c + 1];
+  for (index_t k = 0; k < n; ++k) start[k + 1] += start[k];
+  list.resize(code.size());
+  std::vector<index_t> pos(start.begin(), start.end() - 1);
+  for (index_t c = 0; c < static_cast<index_t>(code.size()); ++c) list[pos[code[c]]++] = c;
+}
+
+/// Pseudo-inverse of a symmetric positive semi-definite matrix; eigenvalues at or below `tol`
+/// count as zero. Returns whether any did.
+bool pinv_psd(const MatrixXd& M, double tol, MatrixXd& out) {
+  Eigen::SelfAdjointEigenSolver<MatrixXd> es(M);
+  VectorXd inv = es.eigenvalues();
+  bool singular = false;
+  for (index_t i = 0; i < inv.size(); ++i) {
+    if (inv[i] > tol) {
+      inv[i] = 1.0 / inv[i];
+    } else {
+      inv[i] = 0.0;
+      singular = true;
+    }
+  }
+  out.noalias() = es.eigenvectors() * inv.asDiagonal() * es.eigenvectors().transpose();
+  return singular;
+}
+
+/// Relative tolerance for "X'X minus one cluster is singular" in the equilibrated basis.
+constexpr double kLeaveOutTol = 1e-10;
+
+}  // namespace
+
+WildProblem wild_setup(const Model& m, const MatrixXd& a, const VectorXd& rho, const std::vector<index_t>& cell_var,
+                       index_t G_var, const std::vector<index_t>& cell_boot, index_t G_boot, const WildOptions& opt,
+                       int threads) {
+  WildProblem p;
+  const index_t K = p.K = m.K, q = p.q = a.cols(), cells = p.cells = m.G;
+  if (a.rows() != K || rho.size() != q || q < 1) throw std::invalid_argument("a must be K x q and rho of length q");
+  if (static_cast<index_t>(cell_var.size()) != cells || static_cast<index_t>(cell_boot.size()) != cells)
+    throw std::invalid_argument("cell maps must have one entry per cluster of the model");
+  for (index_t c = 0; c < cells; ++c)
+    if (cell_var[c] < 0 || cell_var[c] >= G_var || cell_boot[c] < 0 || cell_boot[c] >= G_boot)
+      throw std::invalid_argument("cell map entry out of range");
+  p.G_var = G_var;
+  p.G_boot = G_boot;
+  p.cell_var = cell_var;
+  p.cell_boot = cell_boot;
+  p.ncomp = (opt.affine && opt.impose_null && q == 1) ? 2 : 1;
+  group(cell_var, G_var, p.var_start, p.var_cells);
+  std::vector<index_t> boot_start, boot_cells;
+  group(cell_boot, G_boot, boot_start, boot_cells);
+
+  // DGP scores per component: restricted scores s_c + C_c h (a'gamma - rho) (h = A a (a'A a)^-1)
+  // and their slope in rho, -C_c h; or the unrestricted scores.
+  const MatrixXd Aa = m.A * a;
+  std::vector<MatrixXd> S(p.ncomp, MatrixXd(K, cells));
+  if (opt.impose_null) {
+    const MatrixXd h = Aa * (a.transpose() * Aa).ldlt().solve(MatrixXd::Identity(q, q));
+    const VectorXd shift = h * (a.transpose() * m.gamma - rho);
+    parallel_tasks(cells, threads, [&](index_t c) {
+      thread_local MatrixXd Cc;
+      m.C_of(c, Cc);
+      S[0].col(c) = m.S.col(c) + Cc * shift;
+      if (p.ncomp == 2) S[1].col(c) = -Cc * h.col(0);
+    }, 4096);
+  } else {
+    S[0] = m.S;
+  }
+
+  // "3x": scores of the leave-one-bootstrap-cluster-out fits within the null (or unrestricted).
+  if (opt.jackknife_dgp) {
+    MatrixXd Z = MatrixXd::Identity(K, K);
+    if (opt.impose_null) {
+      Eigen::HouseholderQR<MatrixXd> qr(a);
+      Z = (qr.householderQ() * MatrixXd::Identity(K, K)).rightCols(K - q);
+    }
+    const MatrixXd ZCZ = Z.transpose() * m.C * Z;
+    const double tol = kLeaveOutTol * (ZCZ.size() ? ZCZ.diagonal().maxCoeff() : 1.0);
+    std::vector<char> singular(G_boot, 0);
+    parallel_tasks(G_boot, threads, [&](index_t B) {
+      thread_local MatrixXd Cc, CB, Minv;
+      CB.setZero(K, K);
+      std::vector<VectorXd> sB(p.ncomp, VectorXd::Zero(K));
+      for (index_t i = boot_start[B]; i < boot_start[B + 1]; ++i) {
+        const index_t c = boot_cells[i];
+        m.C_of(c, Cc);
+        CB += Cc;
+        for (index_t j = 0; j < p.ncomp; ++j) sB[j] += S[j].col(c);
+      }
+      singular[B] = pinv_psd(ZCZ - Z.transpose() * CB * Z, tol, Minv);
+      for (index_t j = 0; j < p.ncomp; ++j) sB[j] = Z * (Minv * (Z.transpose() * sB[j]));
+      for (index_t i = boot_start[B]; i < boot_start[B + 1]; ++i) {
+        const index_t c = boot_cells[i];
+        m.C_of(c, Cc);
+        for (index_t j = 0; j < p.ncomp; ++j) S[j].col(c) += Cc * sB[j];
+      }
+    }, 256);
+    for (char s : singular) p.dgp_singular += s;
+  }
+
+  // Studentisation per variance cluster: alpha_g, F_g = C_g alpha_g, Cq_c = alpha_g's_c, and the
+  // sample's projected scores u_g = alpha_g' s_g (unrestricted s_g) for its own variance.
+  const index_t rows = K + q;
+  p.P.resize(p.ncomp * rows, cells);
+  for (index_t j = 0; j < p.ncomp; ++j) {
+    p.P.middleRows(j * rows, K).noalias() = m.A * S[j];
+    p.P.middleRows(j * rows + K, q).noalias() = Aa.transpose() * S[j];
+  }
+  p.Cq.resize(p.ncomp * q, cells);
+  p.F.resize(K, q * G_var);
+  MatrixXd U(q, G_var);
+  const double tol3 = kLeaveOutTol * m.C.diagonal().maxCoeff();
+  std::vector<char> singular(G_var, 0);
+  parallel_tasks(G_var, threads, [&](index_t g) {
+    thread_local MatrixXd Cc, Cg, alpha, Minv;
+    Cg.setZero(K, K);
+    VectorXd sg = VectorXd::Zero(K);
+    for (index_t i = p.var_start[g]; i < p.var_start[g + 1]; ++i) {
+      const index_t c = p.var_cells[i];
+      m.C_of(c, Cc);
+      Cg += Cc;
+      sg += m.S.col(c);
+    }
+    if (opt.jackknife_stud) {
+      singular[g] = pinv_psd(m.C - Cg, tol3, Minv);
+      alpha.noalias() = Minv * a;
+    } else {
+      alpha = Aa;
+    }
+    p.F.middleCols(g * q, q).noalias() = Cg * alpha;
+    U.col(g).noalias() = alpha.transpose() * sg;
+    for (index_t i = p.var_start[g]; i < p.var_start[g + 1]; ++i) {
+      const index_t c = p.var_cells[i];
+      for (index_t j = 0; j < p.ncomp; ++j) p.Cq.col(c).segment(j * q, q).noalias() = alpha.transpose() * S[j].col(c);
+    }
+  }, 256);
+  for (char s : singular) p.stud_singular += s;
+
+  const double G = static_cast<double>(G_var);
+  p.ssc = opt.jackknife_stud ? (G - 1) / G : G / (G - 1) * (m.N - 1) / (m.N - K);
+  p.theta = a.transpose() * m.gamma;
+  p.V = p.ssc * U * U.transpose();
+
+  // Draws per task: a multiple of 8 (whole SIMD lanes) with the chunk's weights near 512 KB.
+  p.chunk = 8;
+  while (p.chunk < 256 && p.chunk * 2 * G_boot * 8 <= (index_t(1) << 19)) p.chunk *= 2;
+  return p;
+}
+
+namespace {
+
+struct DrawScratch {
+  std::vector<double> W, tmp, acc, buf, Q;
+};
+
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define CRVE_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define CRVE_CLONES
+#endif
+
+/// One chunk of Bc draws whose weights are in W (G_boot x Bc, draws contiguous).
+CRVE_CLONES void chunk_kernel(const WildProblem& p, index_t Bc, DrawScratch& s) {
+  const index_t K = p.K, q = p.q, nc = p.ncomp, rows = K + q;
+  const double* W = s.W.data();
+  // Numerators and deltas: acc(i, :) = sum_c P(i, c) v_c.
+  double* acc = s.acc.data();
+  std::fill(s.acc.begin(), s.acc.end(), 0.0);
+  for (index_t c = 0; c < p.cells; ++c) {
+    const double* w = W + p.cell_boot[c] * Bc;
+    const double* pc = p.P.data() + c * p.P.rows();
+    for (index_t i = 0; i < nc * rows; ++i) {
+      const double d = pc[i];
+      double* out = acc + i * Bc;
+      for (index_t j = 0; j < Bc; ++j) out[j] += d * w[j];
+    }
+  }
+  // Bootstrap scores of each variance cluster projected on alpha_g, and their Gram.
+  double* buf = s.buf.data();
+  double* Q = s.Q.data();
+  std::fill(s.Q.begin(), s.Q.end(), 0.0);
+  for (index_t g = 0; g < p.G_var; ++g) {
+    std::fill(s.buf.begin(), s.buf.end(), 0.0);
+    for (index_t ci = p.var_start[g]; ci < p.var_start[g + 1]; ++ci) {
+      const index_t c = p.var_cells[ci];
+      const double* w = W + p.cell_boot[c] * Bc;
+      const double* cq = p.Cq.data() + c * p.Cq.rows();
+      for (index_t r = 0; r < nc * q; ++r) {
+        const double d = cq[r];
+        double* out = buf + r * Bc;
+        for (index_t j = 0; j < Bc; ++j) out[j] += d * w[j];
+      }
+    }
+    for (index_t comp = 0; comp < nc; ++comp)
+      for (index_t i = 0; i < q; ++i) {
+        const double* f = p.F.data() + (g * q + i) * K;
+        double* out = buf + (comp * q + i) * Bc;
+        for (index_t k = 0; k < K; ++k) {
+          const double d = f[k];
+          const double* delta = acc + (comp * rows + k) * Bc;
+          for (index_t j = 0; j < Bc; ++j) out[j] -= d * delta[j];
+        }
+      }
+    double* Qp = Q;
+    for (index_t c1 = 0; c1 < nc; ++c1)
+      for (index_t c2 = c1; c2 < nc; ++c2)
+        for (index_t i = 0; i < q; ++i)
+          for (index_t l = 0; l < q; ++l, Qp += Bc) {
+            const double* x = buf + (c1 * q + i) * Bc;
+            const double* y = buf + (c2 * q + l) * Bc;
+            for (index_t j = 0; j < Bc; ++j) Qp[j] += x[j] * y[j];
+          }
+  }
+}
+
+}  // namespace
+
+void wild_draws(const WildProblem& p, const WeightGenerator& gen, index_t b0, index_t nb, double* out, int threads) {
+  if (gen.G != p.G_boot) throw std::invalid_argument("weight generator has the wrong number of clusters");
+  const index_t Bc = p.chunk, K = p.K, q = p.q, nc = p.ncomp, width = p.width();
+  const index_t n_chunks = (nb + Bc - 1) / Bc;
+  const index_t npairs = nc * (nc + 1) / 2;
+  auto make = [&] {
+    DrawScratch s;
+    s.W.resize(p.G_boot * Bc);
+    s.tmp.resize(p.G_boot);
+    s.acc.resize(nc * (K + q) * Bc);
+    s.buf.resize(nc * q * Bc);
+    s.Q.resize(npairs * q * q * Bc);
+    return s;
+  };
+  parallel_workers(n_chunks, threads, make, [&](DrawScratch& s, index_t t) {
+    const index_t first = b0 + t * Bc;
+    for (index_t j = 0; j < Bc; ++j) {  // whole chunks: every draw goes through the same lanes
+      gen.draw(first + j, s.tmp.data());
+      for (index_t g = 0; g < p.G_boot; ++g) s.W[g * Bc + j] = s.tmp[g];
+    }
+    chunk_kernel(p, Bc, s);
+    const index_t n = std::min(Bc, nb - t * Bc);
+    for (index_t j = 0; j < n; ++j) {
+      double* o = out + (t * Bc + j) * width;
+      for (index_t comp = 0; comp < nc; ++comp)
+        for (index_t i = 0; i < q; ++i) *o++ = s.acc[(comp * (K + q) + K + i) * Bc + j];
+      for (index_t r = 0; r < npairs * q * q; ++r) *o++ = s.Q[r * Bc + j];
+    }
+  });
+}
+
+void wild_count(const double* draws, index_t nb, index_t width, index_t ncomp, double ssc, const double* drho,
+                const double* t, index_t m, double tol, bool signed_tails, std::int64_t* out, int threads) {
+  if (!((ncomp == 2 && width == 5) || (ncomp == 1 && width == 2)))
+    throw std::invalid_argument("wild_count needs a single-restriction problem");
+  constexpr index_t block = 1 << 14;
+  const index_t n_blocks = (nb + block - 1) / block;
+  std::vector<std::int64_t> counts(n_blocks * m * 3, 0);
+  parallel_tasks(n_blocks, threads, [&](index_t blk) {
+    const index_t lo = blk * block, hi = std::min(nb, lo + block);
+    std::int64_t* cnt = counts.data() + blk * m * 3;
+    for (index_t i = 0; i < m; ++i) {
+      const double dr = drho[i], ti = t[i], at = std::abs(ti);
+      // |t*| > c  <=>  num^2 > c^2 ssc Q  (Q >= 0; Q = 0 with num != 0 is an infinite t*).
+      const double c2 = at * (1 + tol) * at * (1 + tol) * ssc;
+      const double up = ti + tol * at, down = ti - tol * at;
+      std::int64_t n_abs = 0, n_up = 0, n_down = 0;
+      for (index_t b = lo; b < hi; ++b) {
+        const double* d = draws + b * width;
+        const double num = ncomp == 2 ? d[0] + dr * d[1] : d[0];
+        const double den = std::max(0.0, ncomp == 2 ? d[2] + dr * (2 * d[3] + dr * d[4]) : d[1]);
+        n_abs += num * num > c2 * den;
+        if (signed_tails) {
+          // t* > up  <=>  num > up sqrt(ssc Q), likewise below; 0/0 draws count in neither.
+          const double s = std::sqrt(ssc * den);
+          n_up += (num > up * s) && !(num == 0 && s == 0);
+          n_down += (num < down * s) && !(num == 0 && s == 0);
+        }
+      }
+      cnt[i * 3] += n_abs;
+      cnt[i * 3 + 1] += n_up;
+      cnt[i * 3 + 2] += n_down;
+    }
+  });
+  std::fill(out, out + m * 3, 0);
+  for (index_t blk = 0; blk < n_blocks; ++blk)
+    for (index_t e = 0; e < m * 3; ++e) out[e] += counts[blk * m * 3 + e];
+}
+
+}  // namespace crve
