@@ -298,11 +298,15 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
                      "pseudo-inverse there")
 
     enumerated = wkind == "rademacher" and G_boot < 63 and 2 ** G_boot <= B
+    info: list[str] = []  # notes that need no warning
     if enumerated:
         B = 2 ** G_boot
-        notes.append(f"all 2^{G_boot} = {B} Rademacher sign vectors enumerated: the p-value cannot be finer than "
-                     f"1/2^{G_boot - 1} = {1 / 2 ** (G_boot - 1):.3g}"
-                     + ("; consider weights='webb' with fewer than 10 clusters" if G_boot < 10 else ""))
+        msg = (f"all 2^{G_boot} = {B} Rademacher sign vectors enumerated: the p-value cannot be finer than "
+               f"1/2^{G_boot - 1} = {1 / 2 ** (G_boot - 1):.3g}")
+        if G_boot < 10:
+            notes.append(msg + "; consider weights='webb' with fewer than 10 clusters")
+        else:
+            info.append(msg)
     elif wkind == "rademacher" and G_boot < 10:
         notes.append(f"only {G_boot} bootstrap clusters: Rademacher weights give at most 2^{G_boot - 1} distinct "
                      "|t*|; consider weights='webb'")
@@ -356,6 +360,7 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
                      "not counted as more extreme)")
     for n_ in notes:
         warnings.warn(n_, CrveWarning, stacklevel=3)
+    notes = info + notes
     return WildBootstrapResult(param=pname, h0=float(rv[0]) if q == 1 else rv, t_stat=float(stat), pvalue=p, B=int(B),
                                enumerated=enumerated, t_star=t_star, conf_int=ci, conf_set=cset, level=level,
                                seed=seed_v, weights=wkind, bootstrap_type=btype, impose_null=bool(impose_null),
