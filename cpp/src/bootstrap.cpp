@@ -1,6 +1,7 @@
 #include "crve/bootstrap.hpp"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 
@@ -154,9 +155,14 @@ WildProblem wild_setup(const Model& m, const MatrixXd& a, const VectorXd& rho, c
   p.theta = a.transpose() * m.gamma;
   p.V = p.ssc * U * U.transpose();
 
-  // Draws per task: a multiple of 8 (whole SIMD lanes) with the chunk's weights near 512 KB.
+  // Streaming: cell c is bootstrap cluster c and the cells of each variance cluster are
+  // consecutive, so weights are generated in cache-sized blocks of cells (no G_boot x chunk array).
+  p.streaming = G_boot == cells;
+  for (index_t c = 0; c < cells && p.streaming; ++c) p.streaming = cell_boot[c] == c && p.var_cells[c] == c;
+  // Draws per task: a multiple of 8 (whole SIMD lanes), the chunk's weights about 256 KB.
+  const index_t wrows = p.streaming ? std::min<index_t>(cells, 1024) : G_boot;
   p.chunk = 8;
-  while (p.chunk < 256 && p.chunk * 2 * G_boot * 8 <= (index_t(1) << 19)) p.chunk *= 2;
+  while (p.chunk < 256 && p.chunk * 2 * wrows * 8 <= (index_t(1) << 18)) p.chunk *= 2;
   return p;
 }
 
@@ -166,63 +172,130 @@ struct DrawScratch {
   std::vector<double> W, tmp, acc, buf, Q;
 };
 
+/// Weight rows (the chunk's Bc draws of one cell, contiguous). Streaming problems (cell c is
+/// bootstrap cluster c, cells visited in order) generate kBlock cells at a time, so the weights
+/// stay in cache whatever G; otherwise all bootstrap clusters' weights are generated once.
+class WeightRows {
+ public:
+  static constexpr index_t kBlock = 1024;  // a multiple of WeightGenerator::kAlign
+  WeightRows(const WildProblem& p, const WeightGenerator& gen, index_t first, index_t Bc, DrawScratch& s)
+      : p_(p), gen_(gen), first_(first), Bc_(Bc), s_(s) {
+    if (!p.streaming) fill(0, p.G_boot);
+  }
+  const double* row(index_t c) {
+    if (!p_.streaming) return s_.W.data() + p_.cell_boot[c] * Bc_;
+    if (lo_ < 0 || c < lo_ || c >= lo_ + kBlock) {
+      lo_ = c / kBlock * kBlock;
+      fill(lo_, std::min(p_.cells, lo_ + kBlock));
+    }
+    return s_.W.data() + (c - lo_) * Bc_;
+  }
+
+ private:
+  void fill(index_t lo, index_t hi) {
+    gen_.fill_lanes(first_, Bc_, lo, hi, s_.W.data(), Bc_, s_.tmp.data());
+  }
+  const WildProblem& p_;
+  const WeightGenerator& gen_;
+  index_t first_, Bc_;
+  DrawScratch& s_;
+  index_t lo_ = -1;
+};
+
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
 #define CRVE_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
 #else
 #define CRVE_CLONES
 #endif
 
-/// One chunk of Bc draws whose weights are in W (G_boot x Bc, draws contiguous).
-CRVE_CLONES void chunk_kernel(const WildProblem& p, index_t Bc, DrawScratch& s) {
+/// Eight draws' lanes as one SIMD value (one AVX-512 register, two AVX2 ones, ...).
+#pragma GCC diagnostic ignored "-Wpsabi"  // Lanes8 never crosses a non-inlined call
+typedef double Lanes8 __attribute__((vector_size(64)));
+__attribute__((always_inline)) inline Lanes8 load8(const double* p) {
+  Lanes8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+__attribute__((always_inline)) inline void store8(double* p, Lanes8 v) { std::memcpy(p, &v, sizeof v); }
+
+/// out[0..Bc) += d * w[0..Bc): every draw in its own lane, so a draw's sums are taken in the same
+/// order whichever draws share its chunk.
+inline void axpy_lanes(index_t Bc, double d, const double* __restrict w, double* __restrict out) {
+  for (index_t j = 0; j < Bc; ++j) out[j] += d * w[j];
+}
+
+inline void mul_add_lanes(index_t Bc, const double* __restrict x, const double* __restrict y,
+                               double* __restrict out) {
+  for (index_t j = 0; j < Bc; ++j) out[j] += x[j] * y[j];
+}
+
+/// acc rows i0 .. i0 + NI, lanes j0 .. j0 + 8, += sum over cells [lo, hi) of P(i, c) w_c: the
+/// NI accumulators stay in registers across the cells.
+template <int NI>
+__attribute__((always_inline)) inline void accumulate_rows(const WildProblem& p, WeightRows& w, index_t lo, index_t hi, index_t i0, index_t j0, index_t Bc,
+                     double* acc) {
+  Lanes8 a[NI];
+  for (int l = 0; l < NI; ++l) a[l] = load8(acc + (i0 + l) * Bc + j0);
+  const index_t ld = p.P.rows();
+  const double* P = p.P.data() + i0;
+  for (index_t c = lo; c < hi; ++c) {
+    const Lanes8 wv = load8(w.row(c) + j0);
+    for (int l = 0; l < NI; ++l) a[l] += P[c * ld + l] * wv;
+  }
+  for (int l = 0; l < NI; ++l) store8(acc + (i0 + l) * Bc + j0, a[l]);
+}
+
+/// One chunk of Bc draws starting at draw `first`.
+CRVE_CLONES void chunk_kernel(const WildProblem& p, const WeightGenerator& gen, index_t first, index_t Bc, DrawScratch& s) {
   const index_t K = p.K, q = p.q, nc = p.ncomp, rows = K + q;
-  const double* W = s.W.data();
   // Numerators and deltas: acc(i, :) = sum_c P(i, c) v_c.
   double* acc = s.acc.data();
   std::fill(s.acc.begin(), s.acc.end(), 0.0);
-  for (index_t c = 0; c < p.cells; ++c) {
-    const double* w = W + p.cell_boot[c] * Bc;
-    const double* pc = p.P.data() + c * p.P.rows();
-    for (index_t i = 0; i < nc * rows; ++i) {
-      const double d = pc[i];
-      double* out = acc + i * Bc;
-      for (index_t j = 0; j < Bc; ++j) out[j] += d * w[j];
-    }
+  WeightRows w(p, gen, first, Bc, s);  // with at most kBlock cells the weights are made once
+  const index_t nrows = nc * rows;
+  for (index_t lo = 0; lo < p.cells; lo += WeightRows::kBlock) {
+    const index_t hi = std::min(p.cells, lo + WeightRows::kBlock);
+    for (index_t j0 = 0; j0 < Bc; j0 += 8)
+      for (index_t i0 = 0; i0 < nrows; i0 += 8) {
+        switch (std::min<index_t>(8, nrows - i0)) {  // inlined into this function's SIMD clones
+          case 1: accumulate_rows<1>(p, w, lo, hi, i0, j0, Bc, acc); break;
+          case 2: accumulate_rows<2>(p, w, lo, hi, i0, j0, Bc, acc); break;
+          case 3: accumulate_rows<3>(p, w, lo, hi, i0, j0, Bc, acc); break;
+          case 4: accumulate_rows<4>(p, w, lo, hi, i0, j0, Bc, acc); break;
+          case 5: accumulate_rows<5>(p, w, lo, hi, i0, j0, Bc, acc); break;
+          case 6: accumulate_rows<6>(p, w, lo, hi, i0, j0, Bc, acc); break;
+          case 7: accumulate_rows<7>(p, w, lo, hi, i0, j0, Bc, acc); break;
+          default: accumulate_rows<8>(p, w, lo, hi, i0, j0, Bc, acc); break;
+        }
+      }
   }
   // Bootstrap scores of each variance cluster projected on alpha_g, and their Gram.
   double* buf = s.buf.data();
-  double* Q = s.Q.data();
   std::fill(s.Q.begin(), s.Q.end(), 0.0);
   for (index_t g = 0; g < p.G_var; ++g) {
     std::fill(s.buf.begin(), s.buf.end(), 0.0);
     for (index_t ci = p.var_start[g]; ci < p.var_start[g + 1]; ++ci) {
       const index_t c = p.var_cells[ci];
-      const double* w = W + p.cell_boot[c] * Bc;
+      const double* wc = w.row(c);
       const double* cq = p.Cq.data() + c * p.Cq.rows();
-      for (index_t r = 0; r < nc * q; ++r) {
-        const double d = cq[r];
-        double* out = buf + r * Bc;
-        for (index_t j = 0; j < Bc; ++j) out[j] += d * w[j];
-      }
+      for (index_t r = 0; r < nc * q; ++r) axpy_lanes(Bc, cq[r], wc, buf + r * Bc);
     }
     for (index_t comp = 0; comp < nc; ++comp)
       for (index_t i = 0; i < q; ++i) {
         const double* f = p.F.data() + (g * q + i) * K;
+        const double* delta = acc + comp * rows * Bc;
         double* out = buf + (comp * q + i) * Bc;
-        for (index_t k = 0; k < K; ++k) {
-          const double d = f[k];
-          const double* delta = acc + (comp * rows + k) * Bc;
-          for (index_t j = 0; j < Bc; ++j) out[j] -= d * delta[j];
+        for (index_t j0 = 0; j0 < Bc; j0 += 8) {  // eight lanes in registers across k
+          Lanes8 r = load8(out + j0);
+          for (index_t k = 0; k < K; ++k) r -= f[k] * load8(delta + k * Bc + j0);
+          store8(out + j0, r);
         }
       }
-    double* Qp = Q;
+    double* Qp = s.Q.data();
     for (index_t c1 = 0; c1 < nc; ++c1)
       for (index_t c2 = c1; c2 < nc; ++c2)
         for (index_t i = 0; i < q; ++i)
-          for (index_t l = 0; l < q; ++l, Qp += Bc) {
-            const double* x = buf + (c1 * q + i) * Bc;
-            const double* y = buf + (c2 * q + l) * Bc;
-            for (index_t j = 0; j < Bc; ++j) Qp[j] += x[j] * y[j];
-          }
+          for (index_t l = 0; l < q; ++l, Qp += Bc) mul_add_lanes(Bc, buf + (c1 * q + i) * Bc, buf + (c2 * q + l) * Bc, Qp);
   }
 }
 
@@ -235,20 +308,17 @@ void wild_draws(const WildProblem& p, const WeightGenerator& gen, index_t b0, in
   const index_t npairs = nc * (nc + 1) / 2;
   auto make = [&] {
     DrawScratch s;
-    s.W.resize(p.G_boot * Bc);
-    s.tmp.resize(p.G_boot);
+    const index_t wrows = p.streaming ? std::min(p.cells, WeightRows::kBlock) : p.G_boot;
+    s.W.resize(wrows * Bc);
+    s.tmp.resize(8 * wrows);
     s.acc.resize(nc * (K + q) * Bc);
     s.buf.resize(nc * q * Bc);
     s.Q.resize(npairs * q * q * Bc);
     return s;
   };
   parallel_workers(n_chunks, threads, make, [&](DrawScratch& s, index_t t) {
-    const index_t first = b0 + t * Bc;
-    for (index_t j = 0; j < Bc; ++j) {  // whole chunks: every draw goes through the same lanes
-      gen.draw(first + j, s.tmp.data());
-      for (index_t g = 0; g < p.G_boot; ++g) s.W[g * Bc + j] = s.tmp[g];
-    }
-    chunk_kernel(p, Bc, s);
+    // Whole chunks (the tail computes a few unused draws): every draw goes through the same lanes.
+    chunk_kernel(p, gen, b0 + t * Bc, Bc, s);
     const index_t n = std::min(Bc, nb - t * Bc);
     for (index_t j = 0; j < n; ++j) {
       double* o = out + (t * Bc + j) * width;

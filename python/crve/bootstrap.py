@@ -20,6 +20,7 @@ Conventions (documented in the README):
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ WEIGHTS = ("rademacher", "webb", "mammen", "normal")
 PVALUES = ("symmetric", "equal-tailed", "upper", "lower")
 TYPES = ("11", "13", "31", "33")
 TIE_TOL = 1e-10
-_WORK_PER_BATCH = 2e8  # core work units (about flops) per call: well under a second, so Ctrl-C is prompt
+_WORK_PER_BATCH = 1e9  # core work units (about flops) per call: well under a second, so Ctrl-C is prompt
 
 
 @dataclass
@@ -372,7 +373,8 @@ def _draw(prob: Any, weights: str, seed: int, enumerated: bool, B: int, threads:
     """All B draws, in batches of whole chunks so Ctrl-C (and the progress bar) respond quickly."""
     chunk = int(prob.chunk)
     per_draw = float(prob.K + prob.q) * prob.ncomp * 2 * (prob.G_var + prob.G_boot) + 64 * prob.G_boot
-    batch = max(chunk, int(_WORK_PER_BATCH / per_draw) // chunk * chunk)
+    n_threads = threads or _cpu_count()
+    batch = max(4 * n_threads * chunk, int(_WORK_PER_BATCH / per_draw) // chunk * chunk)
     out = np.empty((B, int(prob.width)))
     n_batches = -(-B // batch)
     if progress is None:
@@ -392,6 +394,13 @@ def _draw(prob: Any, weights: str, seed: int, enumerated: bool, B: int, threads:
         if bar is not None:
             bar.close()
     return out
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _pvalue(counts: np.ndarray, ptype: str, B: int) -> float:

@@ -47,6 +47,7 @@ struct WildProblem {
   index_t dgp_singular = 0;   // bootstrap clusters whose leave-out restricted fit is not identified
   index_t stud_singular = 0;  // variance clusters with X'X - C_g singular (CV3 studentisation)
   index_t chunk = 8;          // draws per task (fixed by the problem size, not the thread count)
+  bool streaming = false;     // cell c is bootstrap cluster c, cells grouped by variance cluster in order
 
   /// Doubles per draw returned by wild_draws: ncomp q numerators, then for each component pair
   /// (j <= k) the q x q matrix sum_g r_{j,g} r_{k,g}' (row-major).

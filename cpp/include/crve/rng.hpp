@@ -53,44 +53,64 @@ struct WeightGenerator {
     for (index_t j = 0; j < nb; ++j) draw(b0 + j, out + G * j);
   }
 
-  void draw(index_t b, double* v) const {
+  void draw(index_t b, double* v) const { draw_range(b, 0, G, v, 1); }
+
+  /// Weights of clusters [g0, g1) of draw b into v[0], v[stride], ...; g0 a multiple of kAlign.
+  /// Branch-free: random signs would defeat branch prediction.
+  void draw_range(index_t b, index_t g0, index_t g1, double* v, index_t stride) const {
     const auto bb = static_cast<std::uint64_t>(b);
     if (enumerate) {
-      for (index_t g = 0; g < G; ++g) v[g] = ((bb >> g) & 1u) ? -1.0 : 1.0;
+      for (index_t g = g0; g < g1; ++g) v[(g - g0) * stride] = sign((bb >> g) & 1u);
       return;
     }
     const std::uint32_t c0 = std::uint32_t(bb), c1 = std::uint32_t(bb >> 32);
     const std::uint32_t k0 = std::uint32_t(seed), k1 = std::uint32_t(seed >> 32);
     const auto stream = static_cast<std::uint32_t>(kind);
-    switch (kind) {
-      case WeightKind::Rademacher:
-        for (index_t g0 = 0; g0 < G; g0 += 128) {
-          const Philox4x32 r = philox4x32_10(c0, c1, std::uint32_t(g0 / 128), stream, k0, k1);
-          const index_t n = std::min<index_t>(128, G - g0);
-          for (index_t i = 0; i < n; ++i) v[g0 + i] = ((r.v[i / 32] >> (i % 32)) & 1u) ? -1.0 : 1.0;
-        }
-        break;
-      case WeightKind::Webb:
-      case WeightKind::Mammen:
-        for (index_t g0 = 0; g0 < G; g0 += 4) {
-          const Philox4x32 r = philox4x32_10(c0, c1, std::uint32_t(g0 / 4), stream, k0, k1);
-          const index_t n = std::min<index_t>(4, G - g0);
-          for (index_t i = 0; i < n; ++i) v[g0 + i] = kind == WeightKind::Webb ? webb(r.v[i]) : mammen(r.v[i]);
-        }
-        break;
-      case WeightKind::Normal:
-        for (index_t g0 = 0; g0 < G; g0 += 2) {
-          const Philox4x32 r = philox4x32_10(c0, c1, std::uint32_t(g0 / 2), stream, k0, k1);
+    const index_t per = kind == WeightKind::Rademacher ? 128 : kind == WeightKind::Normal ? 2 : 4;
+    for (index_t lo = g0; lo < g1; lo += per) {
+      const Philox4x32 r = philox4x32_10(c0, c1, std::uint32_t(lo / per), stream, k0, k1);
+      const index_t n = std::min<index_t>(per, g1 - lo);
+      double* out = v + (lo - g0) * stride;
+      switch (kind) {
+        case WeightKind::Rademacher:
+          for (index_t i = 0; i < n; ++i) out[i * stride] = sign((r.v[i / 32] >> (i % 32)) & 1u);
+          break;
+        case WeightKind::Webb:
+          for (index_t i = 0; i < n; ++i) out[i * stride] = webb(r.v[i]);
+          break;
+        case WeightKind::Mammen:
+          for (index_t i = 0; i < n; ++i) out[i * stride] = mammen(r.v[i]);
+          break;
+        case WeightKind::Normal: {
           // Box-Muller from two 53-bit uniforms, u1 in (0, 1].
           const double u1 = (double(((std::uint64_t(r.v[0]) << 32 | r.v[1]) >> 11) + 1)) * 0x1p-53;
           const double u2 = double((std::uint64_t(r.v[2]) << 32 | r.v[3]) >> 11) * 0x1p-53;
           const double rad = std::sqrt(-2.0 * std::log(u1)), ang = 6.283185307179586 * u2;
-          v[g0] = rad * std::cos(ang);
-          if (g0 + 1 < G) v[g0 + 1] = rad * std::sin(ang);
+          out[0] = rad * std::cos(ang);
+          if (n > 1) out[stride] = rad * std::sin(ang);
+          break;
         }
-        break;
+      }
     }
   }
+
+  /// Draws [b0, b0 + nl) of clusters [g0, g1) in lane layout: out[(g - g0) * ld + j] is the
+  /// weight of cluster g in draw b0 + j. nl a multiple of 8 (whole cache lines are written);
+  /// scratch holds 8 (g1 - g0) doubles.
+  void fill_lanes(index_t b0, index_t nl, index_t g0, index_t g1, double* out, index_t ld, double* scratch) const {
+    const index_t n = g1 - g0;
+    for (index_t j0 = 0; j0 < nl; j0 += 8) {
+      for (index_t l = 0; l < 8; ++l) draw_range(b0 + j0 + l, g0, g1, scratch + l * n, 1);
+      for (index_t c = 0; c < n; ++c)
+        for (index_t l = 0; l < 8; ++l) out[c * ld + j0 + l] = scratch[l * n + c];
+    }
+  }
+
+  /// Cluster ranges passed to draw_range start at multiples of this.
+  static constexpr index_t kAlign = 128;
+
+  /// Bit 0 -> +1, bit 1 -> -1.
+  static double sign(std::uint32_t bit) { return 1.0 - 2.0 * static_cast<double>(bit); }
 
   /// Webb's six-point distribution: +-sqrt(1/2), +-1, +-sqrt(3/2), each with probability 1/6
   /// (Lemire's multiply-shift maps 32 bits to 0..5; bias below 2^-29).
@@ -105,7 +125,8 @@ struct WeightGenerator {
   static double mammen(std::uint32_t x) {
     constexpr double s5 = 2.2360679774997896964;
     constexpr double p = (s5 + 1) / (2 * s5);
-    return (double(x) + 0.5) * 0x1p-32 < p ? -(s5 - 1) / 2 : (s5 + 1) / 2;
+    static constexpr double values[2] = {(s5 + 1) / 2, -(s5 - 1) / 2};
+    return values[(double(x) + 0.5) * 0x1p-32 < p];
   }
 };
 
