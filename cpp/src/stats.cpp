@@ -70,6 +70,53 @@ CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, inde
   }
 }
 
+// Rank-one updates row by row into a square table (P x PP per cluster): for narrow designs
+// (PP <= 8) whose chunk table stays in L1/L2 this beats sorting the rows into blocks.
+#pragma GCC diagnostic ignored "-Wpsabi"  // the SIMD rows never cross a call
+typedef double Row4 __attribute__((vector_size(32)));
+typedef double Row8 __attribute__((vector_size(64)));
+template <index_t PP> struct RowOf;
+template <> struct RowOf<4> { using type = Row4; };
+template <> struct RowOf<8> { using type = Row8; };
+
+template <index_t K>
+void scatter_rows_fixed(const MatrixView& X, const VectorView& y, const double* shift, const std::int64_t* codes,
+                        index_t lo, index_t hi, double* table) {
+  constexpr index_t PP = (K + 2 + 3) / 4 * 4;
+  using Row = typename RowOf<PP>::type;
+  const index_t P = K + 2, sq = P * PP;
+  for (index_t i = lo; i < hi; ++i) {
+    // z built in a register: a store of scalars read back as a vector would stall forwarding.
+    Row z = {};
+    const double* row = X.data + i * X.row_stride;
+    for (index_t k = 0; k < K; ++k) z[k] = row[k * X.col_stride] - shift[k];
+    z[K] = 1.0;
+    z[K + 1] = y[i] - shift[K];
+    double* t = table + codes[i] * sq;
+    for (index_t a = 0; a < P; ++a) {
+      Row r;
+      std::memcpy(&r, t + a * PP, sizeof r);
+      r += z[a] * z;
+      std::memcpy(t + a * PP, &r, sizeof r);
+    }
+  }
+}
+
+CRVE_MULTIVERSION void scatter_rows(const MatrixView& X, const VectorView& y, const double* shift,
+                                    const std::int64_t* codes, index_t lo, index_t hi, index_t K, index_t PP,
+                                    double* table) {
+  (void)PP;
+  switch (K) {  // K known at compile time: z is assembled in registers
+    case 1: return scatter_rows_fixed<1>(X, y, shift, codes, lo, hi, table);
+    case 2: return scatter_rows_fixed<2>(X, y, shift, codes, lo, hi, table);
+    case 3: return scatter_rows_fixed<3>(X, y, shift, codes, lo, hi, table);
+    case 4: return scatter_rows_fixed<4>(X, y, shift, codes, lo, hi, table);
+    case 5: return scatter_rows_fixed<5>(X, y, shift, codes, lo, hi, table);
+    default: return scatter_rows_fixed<6>(X, y, shift, codes, lo, hi, table);
+  }
+}
+constexpr index_t kScatterTableBytes = 1 << 17;  // chunk tables up to this size use scatter_rows
+
 constexpr index_t kBlockRows = 64;         // rows per kernel call
 constexpr index_t kPrefetchRows = 24;      // look-ahead of the gathers in the many-clusters mode
 constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
@@ -180,9 +227,13 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
     std::vector<std::vector<double>> table(n_chunks);
     parallel_tasks(n_chunks, threads, [&](index_t c) {
       table[c].assign(n_slots * sq, 0.0);
+      const index_t lo = N * c / n_chunks, hi = N * (c + 1) / n_chunks;
+      if (PP <= 8 && n_slots * sq * 8 <= kScatterTableBytes) {
+        scatter_rows(X, y, out.shift_.data(), codes, lo, hi, K, PP, table[c].data());
+        return;
+      }
       std::vector<double> Z;
       std::vector<index_t> start(n_slots + 1), rows(kSubChunkRows);
-      const index_t lo = N * c / n_chunks, hi = N * (c + 1) / n_chunks;
       for (index_t s0 = lo; s0 < hi; s0 += kSubChunkRows) {
         const index_t s1 = std::min(hi, s0 + kSubChunkRows);
         std::fill(start.begin(), start.end(), 0);

@@ -178,8 +178,12 @@ def wild_cluster_bootstrap(y: Any, X: Any, clusters: Any = None, *, param: Any =
     from .stats import ClusterStats, model_or_error
 
     cells, cell_var, cell_boot = _cells(var_codes, boot_codes)
-    stats = ClusterStats.from_arrays(d.y, d.X, cells, names=d.names, threads=threads)
+    d.codes, d.n_slots = cells, (int(cells.max()) + 1 if boot_codes is not None else d.n_slots or N)
+    d.labels = np.arange(d.n_slots)
+    stats = ClusterStats._build(d, threads)
     model = model_or_error(stats, threads, d)
+    if cell_var is None:  # cells are the variance clusters (empty integer-label slots dropped)
+        cell_var = cell_boot = np.arange(stats.n_clusters, dtype=np.int64)
     return _run(model, d.names, cell_var, cell_boot, rows=rows, param=param, h0=h0, R=R, r=r, weights=weights,
                 B=B, seed=seed, impose_null=impose_null, pvalue=pvalue, bootstrap_type=bootstrap_type,
                 conf_int=conf_int, level=level, threads=threads, progress=progress)
@@ -188,14 +192,12 @@ def wild_cluster_bootstrap(y: Any, X: Any, clusters: Any = None, *, param: Any =
 def _cells(var_codes: np.ndarray, boot_codes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row codes of the cells (variance cluster x bootstrap cluster), and each cell's variance
     cluster and bootstrap cluster (both 0-based and dense), cells numbered in order of the
-    ClusterStats built from the row codes."""
+    ClusterStats built from the row codes. Without bootstrap clusters the cells are the variance
+    clusters and the maps are (None, None): the identity on the non-empty clusters."""
     import pandas as pd
 
-    if boot_codes is None:
-        cells = var_codes
-        present = np.unique(var_codes)
-        dense = np.arange(len(present), dtype=np.int64)
-        return cells, dense, dense
+    if boot_codes is None:  # the cells are the variance clusters: maps known once stats are built
+        return var_codes, None, None
     key = var_codes.astype(np.int64) * (int(boot_codes.max()) + 1) + boot_codes
     cells, uniq = pd.factorize(key, sort=True)
     cell_var = np.unique(uniq // (int(boot_codes.max()) + 1), return_inverse=True)[1].astype(np.int64)

@@ -363,6 +363,8 @@ class Result:
         cells, cell_var, cell_boot = _cells(var_codes, boot_codes)
         stats = ClusterStats.from_arrays(self._data.y, self._data.X, cells, names=self.names, threads=threads)
         model = model_or_error(stats, threads)
+        if cell_var is None:
+            cell_var = cell_boot = np.arange(stats.n_clusters, dtype=np.int64)
         return _run(model, self.names, cell_var, cell_boot, rows=rows, param=param, **_bootstrap_options(options))
 
     def __repr__(self) -> str:
