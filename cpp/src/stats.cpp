@@ -203,13 +203,32 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   const index_t sq = P * PP;  // square accumulator size
 
   // Counts, and whether each cluster's rows are contiguous (then no permutation is needed).
-  std::vector<index_t> count(n_slots, 0);
-  index_t runs = 0;
-  for (index_t i = 0; i < N; ++i) {
-    const std::int64_t c = codes[i];
-    if (c < 0 || c >= n_slots) throw InputError(InputError::BadCode, i, "cluster code out of range");
-    ++count[c];
-    runs += (i == 0 || codes[i - 1] != c);
+  // With few slots, row chunks count in parallel (integer sums: any order gives the same).
+  const index_t n_count = (n_slots <= 65536 && N >= 262144) ? 16 : 1;
+  std::vector<std::vector<index_t>> counts(n_count, std::vector<index_t>(n_slots, 0));
+  std::vector<index_t> chunk_runs(n_count, 0), bad(n_count, -1);
+  parallel_tasks(n_count, threads, [&](index_t t) {
+    index_t* cnt = counts[t].data();
+    const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
+    index_t r = 0;
+    for (index_t i = lo; i < hi; ++i) {
+      const std::int64_t c = codes[i];
+      if (c < 0 || c >= n_slots) {
+        bad[t] = i;
+        return;
+      }
+      ++cnt[c];
+      r += (i == 0 || codes[i - 1] != c);
+    }
+    chunk_runs[t] = r;
+  });
+  for (index_t t = 0; t < n_count; ++t)
+    if (bad[t] >= 0) throw InputError(InputError::BadCode, bad[t], "cluster code out of range");
+  std::vector<index_t> count = std::move(counts[0]);
+  index_t runs = chunk_runs[0];
+  for (index_t t = 1; t < n_count; ++t) {
+    for (index_t g = 0; g < n_slots; ++g) count[g] += counts[t][g];
+    runs += chunk_runs[t];
   }
   index_t nonempty = 0;
   for (index_t g = 0; g < n_slots; ++g) nonempty += count[g] > 0;

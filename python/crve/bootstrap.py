@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _core
 from ._inputs import as_design, factorize_clusters
-from .results import CrveWarning
+from .results import CrveWarning, check_restriction
 
 __all__ = ["wild_cluster_bootstrap", "WildBootstrapResult"]
 
@@ -210,14 +210,7 @@ def _hypothesis(names: list[str], param: Any, h0: Any, R: Any, r: Any) -> tuple[
     if R is not None:
         if param is not None:
             raise ValueError("give either param (with h0) or R (with r), not both")
-        Rm = np.atleast_2d(np.asarray(R, dtype=float))
-        if Rm.ndim != 2 or Rm.shape[1] != K:
-            raise ValueError(f"R must have {K} columns (one per coefficient); got shape {np.shape(R)}")
-        rv = np.zeros(Rm.shape[0]) if r is None else np.atleast_1d(np.asarray(r, dtype=float))
-        if rv.shape != (Rm.shape[0],):
-            raise ValueError(f"r must have {Rm.shape[0]} entries; got shape {rv.shape}")
-        if not (np.isfinite(Rm).all() and np.isfinite(rv).all()):
-            raise ValueError("R and r must be finite")
+        Rm, rv = check_restriction(R, r, K)
         if np.linalg.matrix_rank(Rm) < Rm.shape[0]:
             raise ValueError(f"the {Rm.shape[0]} restrictions in R are linearly dependent")
         return Rm, rv, None

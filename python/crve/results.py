@@ -265,16 +265,7 @@ class Result:
 
     # -- tests --------------------------------------------------------------------------
     def _restriction(self, R: Any, r: Any) -> tuple[np.ndarray, np.ndarray]:
-        K = len(self._params)
-        R = np.atleast_2d(np.asarray(R, dtype=float))
-        if R.shape[1] != K:
-            raise ValueError(f"R must have {K} columns (one per coefficient); got shape {R.shape}")
-        r = np.zeros(R.shape[0]) if r is None else np.atleast_1d(np.asarray(r, dtype=float))
-        if r.shape != (R.shape[0],):
-            raise ValueError(f"r must have {R.shape[0]} entries; got shape {r.shape}")
-        if not (np.isfinite(R).all() and np.isfinite(r).all()):
-            raise ValueError("R and r must be finite")
-        return R, r
+        return check_restriction(R, r, len(self._params))
 
     def t_test(self, c: Any, value: float = 0.0, alpha: float = 0.05) -> ContrastTest:
         """t test of c'b = value with this result's variant and dof rule (Satterthwaite per contrast)."""
@@ -370,6 +361,19 @@ class Result:
     def __repr__(self) -> str:
         return (f"<crve.Result {self.variant} (dof {self.dof_rule}): nobs={self.nobs}, "
                 f"n_clusters={self.n_clusters}, K={len(self._params)}>")
+
+
+def check_restriction(R: Any, r: Any, K: int) -> tuple[np.ndarray, np.ndarray]:
+    """R (q x K) and r (q, zeros when None) as float arrays, with errors naming what is wrong."""
+    Rm = np.atleast_2d(np.asarray(R, dtype=float))
+    if Rm.ndim != 2 or Rm.shape[1] != K:
+        raise ValueError(f"R must have {K} columns (one per coefficient); got shape {np.shape(R)}")
+    rv = np.zeros(Rm.shape[0]) if r is None else np.atleast_1d(np.asarray(r, dtype=float))
+    if rv.shape != (Rm.shape[0],):
+        raise ValueError(f"r must have {Rm.shape[0]} entries; got shape {rv.shape}")
+    if not (np.isfinite(Rm).all() and np.isfinite(rv).all()):
+        raise ValueError("R and r must be finite")
+    return Rm, rv
 
 
 def _bootstrap_options(options: dict) -> dict:
