@@ -71,6 +71,7 @@ class WildBootstrapResult:
     n_boot_clusters: int
     q: int
     notes: list[str] = field(default_factory=list)
+    _rows: bool = field(default=False, repr=False)  # heteroskedastic (every row its own cluster)
 
     @property
     def statistic(self) -> float:
@@ -96,8 +97,6 @@ class WildBootstrapResult:
             lines.append(f"  {100 * self.level:g}% confidence interval: [{lo:.6g}, {hi:.6g}]")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-    _rows: bool = field(default=False, repr=False)
 
     def __repr__(self) -> str:
         ci = "" if self.conf_int is None else f", CI [{self.conf_int[0]:.6g}, {self.conf_int[1]:.6g}]"
@@ -351,7 +350,7 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
             notes.append("a joint (Wald) test is one-sided in Q; pvalue type ignored")
         ci = cset = None
         est = theta
-    if q == 1 and not np.all(np.isfinite(t_star) | (np.abs(t_star) == np.inf)):
+    if q == 1 and np.isnan(t_star).any():
         notes.append(f"{int(np.isnan(t_star).sum())} draws have zero bootstrap variance and numerator (t* undefined, "
                      "not counted as more extreme)")
     for n_ in notes:
