@@ -57,7 +57,6 @@ WildProblem wild_setup(const Model& m, const MatrixXd& a, const VectorXd& rho, c
       throw std::invalid_argument("cell map entry out of range");
   p.G_var = G_var;
   p.G_boot = G_boot;
-  p.cell_var = cell_var;
   p.cell_boot = cell_boot;
   p.ncomp = (opt.affine && opt.impose_null && q == 1) ? 2 : 1;
   group(cell_var, G_var, p.var_start, p.var_cells);

@@ -103,9 +103,7 @@ void scatter_rows_fixed(const MatrixView& X, const VectorView& y, const double* 
 }
 
 CRVE_MULTIVERSION void scatter_rows(const MatrixView& X, const VectorView& y, const double* shift,
-                                    const std::int64_t* codes, index_t lo, index_t hi, index_t K, index_t PP,
-                                    double* table) {
-  (void)PP;
+                                    const std::int64_t* codes, index_t lo, index_t hi, index_t K, double* table) {
   switch (K) {  // K known at compile time: z is assembled in registers
     case 1: return scatter_rows_fixed<1>(X, y, shift, codes, lo, hi, table);
     case 2: return scatter_rows_fixed<2>(X, y, shift, codes, lo, hi, table);
@@ -248,7 +246,7 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
       table[c].assign(n_slots * sq, 0.0);
       const index_t lo = N * c / n_chunks, hi = N * (c + 1) / n_chunks;
       if (PP <= 8 && n_slots * sq * 8 <= kScatterTableBytes) {
-        scatter_rows(X, y, out.shift_.data(), codes, lo, hi, K, PP, table[c].data());
+        scatter_rows(X, y, out.shift_.data(), codes, lo, hi, K, table[c].data());
         return;
       }
       std::vector<double> Z;

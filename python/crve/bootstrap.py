@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core
-from ._inputs import as_design, factorize_clusters
+from ._inputs import Design, as_design, factorize_clusters
 from .results import CrveWarning, check_restriction
 
 __all__ = ["wild_cluster_bootstrap", "WildBootstrapResult"]
@@ -174,34 +174,38 @@ def wild_cluster_bootstrap(y: Any, X: Any, clusters: Any = None, *, param: Any =
         if rows:
             raise ValueError("bootcluster needs clusters (the variance clustering); got clusters=None")
         boot_codes = factorize_clusters(bootcluster, N)[0]
-    from .stats import ClusterStats, model_or_error
-
-    cells, cell_var, cell_boot = _cells(var_codes, boot_codes)
-    d.codes, d.n_slots = cells, (int(cells.max()) + 1 if boot_codes is not None else d.n_slots or N)
-    d.labels = np.arange(d.n_slots)
-    stats = ClusterStats._build(d, threads)
-    model = model_or_error(stats, threads, d)
-    if cell_var is None:  # cells are the variance clusters (empty integer-label slots dropped)
-        cell_var = cell_boot = np.arange(stats.n_clusters, dtype=np.int64)
+    model, cell_var, cell_boot = _model_on_cells(d, var_codes, d.n_slots or N, boot_codes, threads)
     return _run(model, d.names, cell_var, cell_boot, rows=rows, param=param, h0=h0, R=R, r=r, weights=weights,
                 B=B, seed=seed, impose_null=impose_null, pvalue=pvalue, bootstrap_type=bootstrap_type,
                 conf_int=conf_int, level=level, threads=threads, progress=progress)
 
 
-def _cells(var_codes: np.ndarray, boot_codes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Row codes of the cells (variance cluster x bootstrap cluster), and each cell's variance
-    cluster and bootstrap cluster (both 0-based and dense), cells numbered in order of the
-    ClusterStats built from the row codes. Without bootstrap clusters the cells are the variance
-    clusters and the maps are (None, None): the identity on the non-empty clusters."""
-    import pandas as pd
+def _model_on_cells(d: Design, var_codes: np.ndarray, var_slots: int | None, boot_codes: np.ndarray | None,
+                    threads: int | None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """The core Model fitted on the cells (variance cluster x bootstrap cluster; the variance
+    clusters themselves without bootstrap clusters), and each cell's variance cluster and
+    bootstrap cluster, both 0-based and dense, in the order of the Model's clusters.
+    var_slots: an upper bound of var_codes (None: computed)."""
+    from .stats import ClusterStats, model_or_error
 
-    if boot_codes is None:  # the cells are the variance clusters: maps known once stats are built
-        return var_codes, None, None
-    key = var_codes.astype(np.int64) * (int(boot_codes.max()) + 1) + boot_codes
-    cells, uniq = pd.factorize(key, sort=True)
-    cell_var = np.unique(uniq // (int(boot_codes.max()) + 1), return_inverse=True)[1].astype(np.int64)
-    cell_boot = np.unique(uniq % (int(boot_codes.max()) + 1), return_inverse=True)[1].astype(np.int64)
-    return cells.astype(np.int64), cell_var, cell_boot
+    if boot_codes is None:
+        cells = var_codes
+        n_slots = var_slots if var_slots is not None else int(var_codes.max()) + 1
+    else:
+        import pandas as pd
+
+        nb = int(boot_codes.max()) + 1
+        cells, uniq = pd.factorize(var_codes.astype(np.int64) * nb + boot_codes, sort=True)
+        cells = cells.astype(np.int64)
+        n_slots = len(uniq)
+    stats = ClusterStats._build(Design(d.y, d.X, d.names, cells, np.arange(n_slots), n_slots), threads)
+    model = model_or_error(stats, threads, d)
+    if boot_codes is None:  # empty integer-label slots were dropped: the identity on the rest
+        cell_var = cell_boot = np.arange(stats.n_clusters, dtype=np.int64)
+    else:
+        cell_var = np.unique(uniq // nb, return_inverse=True)[1].astype(np.int64)
+        cell_boot = np.unique(uniq % nb, return_inverse=True)[1].astype(np.int64)
+    return model, cell_var, cell_boot
 
 
 def _hypothesis(names: list[str], param: Any, h0: Any, R: Any, r: Any) -> tuple[np.ndarray, np.ndarray, str | None]:

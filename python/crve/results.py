@@ -333,11 +333,9 @@ class Result:
         Without ``bootcluster`` it runs on the cluster statistics already built (no pass over
         the rows).
         """
-        from .bootstrap import _cells, _run
-        from .stats import ClusterStats, model_or_error
-        from ._inputs import factorize_clusters
+        from ._inputs import Design, factorize_clusters
+        from .bootstrap import _model_on_cells, _run
 
-        threads = options.get("threads")
         if not self._singletons and bootcluster is None:
             G = self._stats.n_clusters
             dense = np.arange(G, dtype=np.int64)
@@ -351,11 +349,9 @@ class Result:
             raise ValueError("bootcluster needs clusters (the variance clustering); this fit has none")
         var_codes = np.arange(N, dtype=np.int64) if rows else self._data.codes
         boot_codes = None if bootcluster is None else factorize_clusters(bootcluster, N)[0]
-        cells, cell_var, cell_boot = _cells(var_codes, boot_codes)
-        stats = ClusterStats.from_arrays(self._data.y, self._data.X, cells, names=self.names, threads=threads)
-        model = model_or_error(stats, threads)
-        if cell_var is None:
-            cell_var = cell_boot = np.arange(stats.n_clusters, dtype=np.int64)
+        d = Design(self._data.y, self._data.X, self.names, None, None, 0)
+        model, cell_var, cell_boot = _model_on_cells(d, var_codes, N if rows else None, boot_codes,
+                                                     options.get("threads"))
         return _run(model, self.names, cell_var, cell_boot, rows=rows, param=param, **_bootstrap_options(options))
 
     def __repr__(self) -> str:

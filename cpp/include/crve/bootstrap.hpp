@@ -36,7 +36,7 @@ struct WildOptions {
 
 struct WildProblem {
   index_t K = 0, q = 0, cells = 0, G_var = 0, G_boot = 0, ncomp = 1;
-  std::vector<index_t> cell_var, cell_boot;       // per cell
+  std::vector<index_t> cell_boot;                 // per cell: its bootstrap cluster
   std::vector<index_t> var_start, var_cells;       // cells grouped by variance cluster (CSR)
   MatrixXd P;    // (ncomp (K + q)) x cells: per component [A s_c; a'A s_c]
   MatrixXd Cq;   // (ncomp q) x cells: alpha_{g(c)}'s_c per component
