@@ -23,9 +23,26 @@ namespace {
 using F64Array = py::array_t<double, 0>;  // no forcecast: the Python layer converts once
 using I64Array = py::array_t<std::int64_t, 0>;
 
-MatrixView matrix_view(const F64Array& X) {
-  if (X.ndim() != 2) throw std::invalid_argument("X must be 2-D");
-  return MatrixView{X.data(), X.shape(0), X.shape(1), X.strides(0) / 8, X.strides(1) / 8};
+// X is a 2-D float64 array, or a list of K 1-D float64 arrays of equal length (the columns,
+// read in place; a stride-0 column is a constant). `keep` holds the arrays while X is read.
+MatrixView matrix_view(const py::object& X, std::vector<F64Array>& keep) {
+  if (py::isinstance<py::array>(X)) {
+    F64Array a = py::cast<F64Array>(X);
+    if (a.ndim() != 2) throw std::invalid_argument("X must be 2-D");
+    keep.push_back(a);
+    return MatrixView::strided(a.data(), a.shape(0), a.shape(1), a.strides(0) / 8, a.strides(1) / 8);
+  }
+  MatrixView v;
+  for (const py::handle& h : py::cast<py::list>(X)) {
+    if (!py::isinstance<F64Array>(h)) throw std::invalid_argument("each column of X must be a float64 array");
+    F64Array a = py::cast<F64Array>(h);
+    if (a.ndim() != 1) throw std::invalid_argument("each column of X must be 1-D");
+    if (v.cols == 0) v.rows = a.shape(0);
+    if (a.shape(0) != v.rows) throw std::invalid_argument("the columns of X have different lengths");
+    keep.push_back(a);
+    v.add_column(a.data(), a.strides(0) / 8);
+  }
+  return v;
 }
 
 VectorView vector_view(const F64Array& y) {
@@ -129,9 +146,10 @@ PYBIND11_MODULE(_core, mod) {
 
   mod.def(
       "build_stats",
-      [](const F64Array& y, const F64Array& X, const I64Array& codes, index_t n_slots, int threads,
+      [](const F64Array& y, const py::object& X, const I64Array& codes, index_t n_slots, int threads,
          double table_bytes, double order_bytes) {
-        const MatrixView xv = matrix_view(X);
+        std::vector<F64Array> keep;
+        const MatrixView xv = matrix_view(X, keep);
         const VectorView yv = vector_view(y);
         if (codes.ndim() != 1 || codes.shape(0) != xv.rows || codes.strides(0) != 8)
           throw std::invalid_argument("codes must be a contiguous 1-D int64 array with one entry per row");
@@ -201,10 +219,11 @@ PYBIND11_MODULE(_core, mod) {
           py::arg("variant"), py::arg("R"), py::arg("full"), py::arg("threads") = 0)
       .def(
           "row_pass",
-          [](const Model& m, const F64Array& y, const F64Array& X, const std::string& variant,
+          [](const Model& m, const F64Array& y, const py::object& X, const std::string& variant,
              std::optional<MatrixXd> R, bool full, int threads) {
             const Variant v = parse_variant(variant);
-            const MatrixView xv = matrix_view(X);
+            std::vector<F64Array> keep;
+            const MatrixView xv = matrix_view(X, keep);
             const VectorView yv = vector_view(y);
             if (xv.cols != m.K || xv.rows != yv.size) throw std::invalid_argument("X/y do not match the model");
             MatrixXd C;

@@ -316,7 +316,7 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
         thread_local Eigen::RowVectorXd z;
         w.resize(K);
         double yw;
-        m.working_row(X.data + i * X.row_stride, X.col_stride, y[i], w.data(), yw);
+        m.working_row(X, i, y[i], w.data(), yw);
         const double u = yw - w.dot(m.gamma);
         Aw.noalias() = m.A * w;
         const double h = std::max(0.0, w.dot(Aw));

@@ -123,9 +123,9 @@ void Model::C_of(index_t g, MatrixXd& out) const {
   out.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();
 }
 
-void Model::working_row(const double* x, index_t x_stride, double y, double* w, double& yw) const {
+void Model::working_row(const MatrixView& X, index_t i, double y, double* w, double& yw) const {
   for (index_t k = 0; k < K; ++k) {
-    const double v = (k == intercept) ? 1.0 : x[k * x_stride] - xshift_[k];
+    const double v = (k == intercept) ? 1.0 : X(i, k) - xshift_[k];
     w[k] = v * scale[k];
   }
   yw = y - yshift_;

@@ -85,11 +85,13 @@ void scatter_rows_fixed(const MatrixView& X, const VectorView& y, const double* 
   constexpr index_t PP = (K + 2 + 3) / 4 * 4;
   using Row = typename RowOf<PP>::type;
   const index_t P = K + 2, sq = P * PP;
+  const double* col[K];
+  index_t stride[K];
+  for (index_t k = 0; k < K; ++k) col[k] = X.col[k], stride[k] = X.stride[k];
   for (index_t i = lo; i < hi; ++i) {
     // z built in a register: a store of scalars read back as a vector would stall forwarding.
     Row z = {};
-    const double* row = X.data + i * X.row_stride;
-    for (index_t k = 0; k < K; ++k) z[k] = row[k * X.col_stride] - shift[k];
+    for (index_t k = 0; k < K; ++k) z[k] = col[k][i * stride[k]] - shift[k];
     z[K] = 1.0;
     z[K + 1] = y[i] - shift[K];
     double* t = table + codes[i] * sq;
@@ -129,19 +131,14 @@ struct RowGather {
   const double* shift;
   index_t K, PP;
   void operator()(index_t i, double* z) const {
-    const double* row = X.data + i * X.row_stride;
-    if (X.col_stride == 1) {
-      for (index_t k = 0; k < K; ++k) z[k] = row[k] - shift[k];
-    } else {
-      for (index_t k = 0; k < K; ++k) z[k] = row[k * X.col_stride] - shift[k];
-    }
+    const double* const* col = X.col.data();
+    const index_t* stride = X.stride.data();
+    for (index_t k = 0; k < K; ++k) z[k] = col[k][i * stride[k]] - shift[k];
     z[K] = 1.0;
     z[K + 1] = y[i] - shift[K];
   }
   void prefetch(index_t i) const {  // the rows of a cluster are scattered: hide DRAM latency
-    const char* p = reinterpret_cast<const char*>(X.data + i * X.row_stride);
-    __builtin_prefetch(p);
-    __builtin_prefetch(p + 64);
+    for (index_t k = 0; k < K; ++k) __builtin_prefetch(X.col[k] + i * X.stride[k]);
     __builtin_prefetch(y.data + i * y.stride);
   }
 };

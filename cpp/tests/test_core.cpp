@@ -54,7 +54,7 @@ static Data make_data(unsigned seed, index_t N, index_t K, index_t G) {
 }
 
 static ClusterStats stats_of(const Data& d, index_t lo, index_t hi, int threads) {
-  MatrixView xv{d.X.data() + lo, hi - lo, d.X.cols(), 1, d.X.rows()};
+  const MatrixView xv = MatrixView::strided(d.X.data() + lo, hi - lo, d.X.cols(), 1, d.X.rows());
   VectorView yv{d.y.data() + lo, hi - lo, 1};
   return ClusterStats::build(xv, yv, d.g.data() + lo, d.G, threads);
 }

@@ -49,7 +49,7 @@ class Model {
   MatrixXd contrasts(const MatrixXd& R) const { return (R * M).transpose(); }
 
   /// Maps one raw row (x, y) to the working row w (K) and working response; used by row passes.
-  void working_row(const double* x, index_t x_stride, double y, double* w, double& yw) const;
+  void working_row(const MatrixView& X, index_t i, double y, double* w, double& yw) const;
 
  private:
   void working_block(const double* packed, MatrixXd& Zw) const;  // unscaled [W, y] Gram (K+1 x K+1)

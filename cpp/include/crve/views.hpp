@@ -3,17 +3,38 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace crve {
 
 using index_t = std::int64_t;
 
-/// Read-only N x K matrix with arbitrary element strides (C order, Fortran order, or slices).
+/// Read-only N x K matrix held as K strided columns, each with its own base pointer: C order,
+/// Fortran order, slices and separate 1-D arrays (DataFrame columns) are all read in place.
+/// A stride of 0 makes a constant column (an intercept without a column of ones in memory).
 struct MatrixView {
-  const double* data = nullptr;
+  std::vector<const double*> col;  // base pointer of each column
+  std::vector<index_t> stride;     // element stride of each column
   index_t rows = 0, cols = 0;
-  index_t row_stride = 0, col_stride = 0;  // in elements
-  double operator()(index_t i, index_t k) const { return data[i * row_stride + k * col_stride]; }
+  double operator()(index_t i, index_t k) const { return col[k][i * stride[k]]; }
+
+  /// A 2-D array with element strides (row_stride, col_stride).
+  static MatrixView strided(const double* data, index_t rows, index_t cols, index_t row_stride, index_t col_stride) {
+    MatrixView v;
+    v.rows = rows;
+    v.cols = cols;
+    for (index_t k = 0; k < cols; ++k) {
+      v.col.push_back(data + k * col_stride);
+      v.stride.push_back(row_stride);
+    }
+    return v;
+  }
+  /// Appends a column with `rows` entries at element stride `s`.
+  void add_column(const double* data, index_t s) {
+    col.push_back(data);
+    stride.push_back(s);
+    ++cols;
+  }
 };
 
 /// Read-only strided vector.
