@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Design", "as_design", "factorize_clusters", "first_rows"]
+__all__ = ["Columns", "Design", "as_design", "column_of", "core_matrix", "factorize_clusters", "first_rows"]
 
 
 def first_rows(mask: np.ndarray, n: int = 5) -> str:
@@ -122,12 +122,44 @@ def factorize_clusters(clusters: Any, n: int) -> tuple[np.ndarray, np.ndarray, i
     return codes.astype(np.int64, copy=False), np.asarray(uniques, dtype=object if arr.dtype.kind == "O" else None), len(uniques)
 
 
+class Columns:
+    """An N x K design held as K separate 1-D float64 arrays (DataFrame columns), which the core
+    reads in place: no N x K copy is made. A constant column can be a stride-0 view
+    (``np.broadcast_to(1.0, N)``), so an intercept costs no memory.
+    """
+
+    __slots__ = ("arrays", "shape")
+
+    def __init__(self, arrays: Sequence[np.ndarray]):
+        self.arrays = [np.asarray(a) for a in arrays]
+        if not self.arrays:
+            raise ValueError("the design has no columns")
+        n = self.arrays[0].shape[0]
+        for a in self.arrays:
+            if a.dtype != np.float64 or a.ndim != 1 or a.shape[0] != n:
+                raise ValueError("design columns must be 1-D float64 arrays of equal length")
+        self.shape = (n, len(self.arrays))
+
+    def column(self, k: int) -> np.ndarray:
+        return self.arrays[k]
+
+
+def column_of(X: Any, k: int) -> np.ndarray:
+    """Column k of a 2-D array or of :class:`Columns`."""
+    return X.column(k) if isinstance(X, Columns) else X[:, k]
+
+
+def core_matrix(X: Any) -> Any:
+    """What the core reads: the 2-D array itself, or the list of columns."""
+    return list(X.arrays) if isinstance(X, Columns) else X
+
+
 @dataclass
 class Design:
-    """Validated inputs: float64 y (N) and X (N x K) views, optional cluster codes."""
+    """Validated inputs: float64 y (N) and X (N x K 2-D view or :class:`Columns`), optional cluster codes."""
 
     y: np.ndarray
-    X: np.ndarray
+    X: Any
     names: list[str]
     codes: np.ndarray | None
     labels: np.ndarray | None
@@ -151,7 +183,7 @@ def as_design(y: Any, X: Any, clusters: Any = None, names: Sequence[str] | None 
 def nonfinite_message(d: Design, column: int) -> str:
     """Message for a non-finite statistic in `column` (K means y): NaN/inf in data, or overflow."""
     K = d.X.shape[1]
-    name, col = ("y", d.y) if column >= K else (f"X column {d.names[column]!r}", d.X[:, column])
+    name, col = ("y", d.y) if column >= K else (f"X column {d.names[column]!r}", column_of(d.X, column))
     bad = ~np.isfinite(col)
     if bad.any():
         return f"{name} contains NaN or inf in {first_rows(bad)}; drop or impute those rows"

@@ -20,6 +20,7 @@ Conventions (documented in the README):
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -72,31 +73,29 @@ class WildBootstrapResult:
     q: int
     notes: list[str] = field(default_factory=list)
     _rows: bool = field(default=False, repr=False)  # heteroskedastic (every row its own cluster)
+    _pcurve: Any = field(default=None, repr=False)  # h -> p(h) from the same draws (one restriction)
+
+    def pvalue_at(self, h: Any) -> np.ndarray:
+        """Bootstrap p-values of ``param = h`` for each value in `h`, from the same draws (exact:
+        t*(h) is affine in h, so no new draws are made). The confidence set is {h : p(h) > 1 - level}.
+        """
+        if self._pcurve is None:
+            raise ValueError("p(h) is available for a single restriction (q = 1) only")
+        return self._pcurve(h)
 
     @property
     def statistic(self) -> float:
         return self.t_stat
 
-    def summary(self) -> str:
-        """A plain-text report."""
-        kind = "WCR" if self.impose_null else "WCU"
-        if self.n_clusters == self.n_boot_clusters and self.q == 1 and self.param is not None:
-            what = f"{self.param} = {self.h0:g}"
-        else:
-            what = f"{self.q} restriction{'s' if self.q > 1 else ''} R b = r"
-        lines = [
-            f"Wild {'cluster ' if not self._rows else ''}bootstrap ({kind}{self.bootstrap_type}, {self.weights} weights)",
-            f"  H0: {what}",
-            f"  clusters: {self.n_clusters}" + (f", bootstrap clusters: {self.n_boot_clusters}"
-                                                 if self.n_boot_clusters != self.n_clusters else ""),
-            f"  draws B = {self.B}" + (" (all sign vectors enumerated)" if self.enumerated else f", seed {self.seed}"),
-            f"  {'t' if self.q == 1 else 'Wald F'} = {self.t_stat:.4f}, bootstrap p = {self.pvalue:.4f} ({self.pvalue_type})",
-        ]
-        if self.conf_int is not None:
-            lo, hi = self.conf_int
-            lines.append(f"  {100 * self.level:g}% confidence interval: [{lo:.6g}, {hi:.6g}]")
-        lines += [f"  note: {n}" for n in self.notes]
-        return "\n".join(lines)
+    def summary(self) -> Any:
+        """A :class:`~crve.report.Report`: print it, or ``.to_markdown()`` / ``.to_latex()``; it states
+        the draws, enumeration, weights, tie rule, p-value resolution and the confidence interval."""
+        from .report import bootstrap_report
+
+        return bootstrap_report(self)
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
 
     def __repr__(self) -> str:
         ci = "" if self.conf_int is None else f", CI [{self.conf_int[0]:.6g}, {self.conf_int[1]:.6g}]"
@@ -328,6 +327,7 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
         counts = _core.wild_count(draws, ncomp, ssc, np.zeros(1), np.array([t]), TIE_TOL, ptype != "symmetric", th)[0]
         p = _pvalue(counts, ptype, B)
         ci = cset = None
+        pcurve = functools.partial(_p_at, draws, ncomp, ssc, float(theta[0]), se, float(rv[0]), ptype, B, th)
         if conf_int:
             cset = _invert(draws, ncomp, ssc, float(theta[0]), se, float(rv[0]), ptype, 1 - level, B, th, notes)
             if cset:
@@ -352,7 +352,7 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
         p = float(np.count_nonzero(t_star > stat * (1 + TIE_TOL)) / B)
         if ptype != "symmetric":
             notes.append("a joint (Wald) test is one-sided in Q; pvalue type ignored")
-        ci = cset = None
+        ci = cset = pcurve = None
         est = theta
     if q == 1 and np.isnan(t_star).any():
         notes.append(f"{int(np.isnan(t_star).sum())} draws have zero bootstrap variance and numerator (t* undefined, "
@@ -364,7 +364,7 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
                                enumerated=enumerated, t_star=t_star, conf_int=ci, conf_set=cset, level=level,
                                seed=seed_v, weights=wkind, bootstrap_type=btype, impose_null=bool(impose_null),
                                pvalue_type=ptype, estimate=est, std_error=se, n_clusters=G_var,
-                               n_boot_clusters=G_boot, q=q, notes=notes, _rows=rows)
+                               n_boot_clusters=G_boot, q=q, notes=notes, _rows=rows, _pcurve=pcurve)
 
 
 def _draw(prob: Any, weights: str, seed: int, enumerated: bool, B: int, threads: int, progress: bool | None) -> np.ndarray:
@@ -418,14 +418,21 @@ _TGRID = np.concatenate([np.arange(0, 8.0001, 0.5), 8 * 2.0 ** np.arange(1, 18)]
 _TGRID = np.concatenate([-_TGRID[:0:-1], _TGRID])
 
 
+def _p_at(draws: np.ndarray, ncomp: int, ssc: float, est: float, se: float, h0: float, ptype: str, B: int,
+          threads: int, h: np.ndarray) -> np.ndarray:
+    """Bootstrap p-values of param = h for each h, from the draws at h0 (t*(h) is affine in h)."""
+    h = np.atleast_1d(np.asarray(h, dtype=float))
+    counts = _core.wild_count(draws, ncomp, ssc, np.ascontiguousarray(h - h0), np.ascontiguousarray((est - h) / se),
+                              TIE_TOL, ptype != "symmetric", threads)
+    return np.array([_pvalue(c, ptype, B) for c in counts])
+
+
 def _invert(draws: np.ndarray, ncomp: int, ssc: float, est: float, se: float, h0: float, ptype: str, alpha: float,
             B: int, threads: int, notes: list[str]) -> list[tuple[float, float]] | None:
     """The confidence set {h : p(h) > alpha} as a list of intervals (None if empty)."""
 
     def accepted(h: np.ndarray) -> np.ndarray:
-        counts = _core.wild_count(draws, ncomp, ssc, np.ascontiguousarray(h - h0), np.ascontiguousarray((est - h) / se),
-                                  TIE_TOL, ptype != "symmetric", threads)
-        return np.array([_pvalue(c, ptype, B) > alpha for c in counts])
+        return _p_at(draws, ncomp, ssc, est, se, h0, ptype, B, threads, h) > alpha
 
     grid = est - _TGRID[::-1] * se  # increasing in h
     acc = accepted(grid)

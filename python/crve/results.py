@@ -23,6 +23,9 @@ _ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICA
             "NONROBUST": "iid"}
 
 
+FEW_CLUSTERS = 30  # below this many clusters the summary notes that CV1 t tests can over-reject
+
+
 class CrveWarning(UserWarning):
     """A degenerate case that crve handles in a documented way (leverage one, few clusters...)."""
 
@@ -105,6 +108,13 @@ class Result:
     _named: bool = field(repr=False, default=False)
     leverage_one: int = 0
     notes: list[str] = field(default_factory=list)
+    # Set by crve.ols: the formula, the outcome's name, rows dropped for missing values (and by
+    # column), and the cluster column(s).
+    formula: str | None = None
+    depvar: str | None = None
+    n_dropped: int = 0
+    dropped_by: dict = field(default_factory=dict)
+    cluster_name: str | None = None
 
     # -- construction -------------------------------------------------------------------
     @classmethod
@@ -134,7 +144,8 @@ class Result:
         new = Result(variant=v, dof_rule=rule, names=self.names, nobs=self.nobs, n_clusters=self.n_clusters,
                      _params=self._params, _cov=np.empty(0), _df=np.empty(0), _model=self._model,
                      _stats=self._stats, _data=self._data, _singletons=self._singletons, _threads=self._threads,
-                     _named=self._named)
+                     _named=self._named, formula=self.formula, depvar=self.depvar, n_dropped=self.n_dropped,
+                     dropped_by=self.dropped_by, cluster_name=self.cluster_name)
         eye = np.eye(len(self._params))
         # Satterthwaite dof come from the same traversal as the covariance.
         new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
@@ -147,7 +158,9 @@ class Result:
         if self._data is None:
             raise ValueError(f"variant {variant} needs the rows (every row its own cluster); this result was "
                              "built from cluster statistics only. Use crve.cluster_robust(y, X, ...) instead")
-        return self._model.row_pass(self._data.y, self._data.X, _core_variant(variant), R, full, self._threads)
+        from ._inputs import core_matrix
+
+        return self._model.row_pass(self._data.y, core_matrix(self._data.X), _core_variant(variant), R, full, self._threads)
 
     def _covariance(self, v: str, R: np.ndarray | None = None) -> tuple[np.ndarray, int, dict | None]:
         """(covariance, leverage-one count, Omega sums of the rows of R or None)."""
@@ -202,8 +215,14 @@ class Result:
                    + ("; the jackknife leaves those regressors unidentified" if "3" in self.variant else ""))
             self.notes.append(msg)
             warnings.warn(msg, CrveWarning, stacklevel=4)
-        if self.variant.startswith("CV") and not self._singletons and self.n_clusters < 10:
-            self.notes.append(f"only {self.n_clusters} clusters: consider the wild cluster bootstrap")
+        G = self.n_clusters
+        if self.variant.startswith("CV") and not self._singletons and G < FEW_CLUSTERS:
+            self.notes.append(f"few clusters (G = {G}): t tests with CV1 and T(G-1) can over-reject; prefer CV2 with "
+                              "Satterthwaite dof or the wild cluster bootstrap (res.wild_bootstrap)")
+        if self.dof_rule == "satterthwaite" and np.isfinite(self._df).all() and self._df.min() < 4:
+            low = [n for n, d in zip(self.names, self._df) if d < 4]
+            self.notes.append(f"Satterthwaite dof below 4 for {', '.join(low)}: those p-values rest on very few "
+                              "effective clusters")
 
     # -- public accessors ---------------------------------------------------------------
     def _out(self, a: np.ndarray) -> Any:
@@ -262,6 +281,61 @@ class Result:
 
             return pd.DataFrame(ci, index=self.names, columns=["lower", "upper"])
         return ci
+
+    # -- reporting ----------------------------------------------------------------------
+    def tidy(self, alpha: float = 0.05) -> Any:
+        """One row per coefficient: term, estimate, std_error, statistic, df, p_value, conf_low,
+        conf_high (a pandas DataFrame, as broom's ``tidy`` in R)."""
+        import pandas as pd
+
+        ci = np.asarray(self.conf_int(alpha))
+        se = np.sqrt(np.diag(self._cov))
+        t = self._params / se
+        return pd.DataFrame({"term": self.names, "estimate": self._params, "std_error": se, "statistic": t,
+                             "df": self._df, "p_value": 2 * sps.t.sf(np.abs(t), self._df),
+                             "conf_low": ci[:, 0], "conf_high": ci[:, 1]})
+
+    def summary(self, alpha: float = 0.05) -> Any:
+        """A :class:`~crve.report.Report` (print it; ``.to_markdown()``, ``.to_latex()``; HTML in
+        notebooks): N, clusters and their sizes, the variant and its small-sample factor, the
+        dof rule and reference distribution, dropped rows, the coefficient table and warnings."""
+        from .report import result_report
+
+        return result_report(self, alpha)
+
+    def _repr_html_(self) -> str:
+        return self.summary()._repr_html_()
+
+    def compare(self, variants: Sequence[Any] = ("iid", "CV1", "CV2", "CV3")) -> Any:
+        """Side-by-side standard errors, dof and p-values under several variants (a pandas
+        DataFrame with a column level per variant). Entries are variant names (with their default
+        dof rule) or ``(variant, dof)`` pairs. CV variants reuse the cluster statistics; HC
+        variants make one pass over the rows.
+
+        >>> import numpy as np, crve
+        >>> rng = np.random.default_rng(2)
+        >>> g = np.repeat(np.arange(12), 30)
+        >>> X = np.column_stack([np.ones(360), rng.normal(size=12)[g]])
+        >>> res = crve.cluster_robust(X @ [1, 0] + rng.normal(size=12)[g] + rng.normal(size=360), X, g, names=["c", "x"])
+        >>> res.compare(["iid", "CV1"]).columns.get_level_values(0).unique().tolist()
+        ['estimate', 'iid', 'CV1 (G-1)']
+        """
+        import pandas as pd
+
+        frames = {"estimate": pd.DataFrame({"": self._params}, index=self.names)}
+        for item in variants:
+            v, dof = (item if isinstance(item, (tuple, list)) else (item, "auto"))
+            r = self if (normalize_variant(v) == self.variant and dof in ("auto", self.dof_rule)) else self._quiet(v, dof)
+            label = r.variant if r.variant == "iid" or r.dof_rule == "N-K" else f"{r.variant} ({r.dof_rule})"
+            t = r.tidy()
+            frames[label] = pd.DataFrame({"std_error": t.std_error.to_numpy(), "df": t.df.to_numpy(),
+                                          "p_value": t.p_value.to_numpy()}, index=self.names)
+        return pd.concat(frames, axis=1)
+
+    def _quiet(self, variant: str, dof: Any) -> "Result":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CrveWarning)
+            return self._with(variant, dof)
 
     # -- tests --------------------------------------------------------------------------
     def _restriction(self, R: Any, r: Any) -> tuple[np.ndarray, np.ndarray]:

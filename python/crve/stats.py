@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core
-from ._inputs import Design, as_design, nonfinite_message
+from ._inputs import Design, as_design, core_matrix, nonfinite_message
 
 __all__ = ["ClusterStats"]
 
@@ -54,7 +54,7 @@ class ClusterStats:
 
     @classmethod
     def _build(cls, d: Design, threads: int | None) -> "ClusterStats":
-        core = _core.build_stats(d.y, d.X, np.ascontiguousarray(d.codes), d.n_slots, _threads(threads))
+        core = _core.build_stats(d.y, core_matrix(d.X), np.ascontiguousarray(d.codes), d.n_slots, _threads(threads))
         counts = core.counts
         if (counts == 0).any():  # integer labels used as codes: drop the empty slots
             keep = np.flatnonzero(counts > 0).astype(np.int64)

@@ -1,0 +1,300 @@
+"""The formula / DataFrame entry point: ``crve.ols("y ~ x + C(g)", data, cluster="school")``.
+
+Formulas are parsed by formulaic. When every right-hand term is a plain numeric column (the
+common case, and the one that matters at scale) the design is the data's own columns, read in
+place by the core with a stride-0 intercept: no N x K matrix is built. Anything else
+(categoricals, interactions, transforms) is materialised by formulaic; both routes give the same
+columns and names (tested).
+"""
+from __future__ import annotations
+
+import sys
+from collections import ChainMap
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._frame import Frame
+from ._inputs import Columns, Design, factorize_clusters, first_rows
+from .results import Result, _Data
+from .stats import ClusterStats
+
+__all__ = ["ols"]
+
+MISSING = ("drop", "raise")
+
+
+def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str = "CV1", dof: Any = "auto",
+        missing: str = "drop", threads: int | None = None) -> Result:
+    """OLS from a formula and a data frame, with cluster-robust inference.
+
+    Parameters
+    ----------
+    formula : str
+        A formulaic (Wilkinson) formula such as ``"G3 ~ absences + C(sex)"``: categoricals
+        (``C(x)``, string / bool / categorical columns), interactions (``a:b``, ``a*b``),
+        transforms (``np.log(x)``, ``I(x**2)``), ``- 1`` or ``+ 0`` to drop the intercept.
+        Functions are looked up in the caller's namespace.
+    data : pandas or polars DataFrame, pyarrow Table, or dict of 1-D arrays
+        Only the columns the formula and ``cluster`` use are read.
+    cluster : str, list of str, or array-like, optional
+        A column name, several column names (clusters are their combinations), or one label per
+        row. Labels of any type. ``None``: no clustering (use an ``HC*`` or ``"iid"`` vcov).
+    vcov : str
+        "iid", "HC0".."HC3", "CV0", "CV1" (alias "stata"), "CV2" (alias "CR2"), "CV3", "CV3J".
+        Default "CV1" with clusters, "HC1" without.
+    dof : str or float
+        As in :func:`crve.cluster_robust`: "auto", "G-1", "satterthwaite", "N-K", "normal", or a number.
+    missing : {"drop", "raise"}
+        "drop" (default) drops rows with a missing value in any column the model uses, the
+        cluster column(s) included, and reports the count (``res.n_dropped``, the summary);
+        "raise" raises, naming the column and the first offending rows.
+    threads : int, optional
+        Threads for the core (default: all cores). Results do not depend on it.
+
+    Returns
+    -------
+    Result
+        With named coefficients (pandas Series), ``summary()``, ``tidy()``, ``compare()``,
+        ``wild_bootstrap()``.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, crve
+    >>> rng = np.random.default_rng(0)
+    >>> df = pd.DataFrame({"school": np.repeat([f"s{i}" for i in range(30)], 20),
+    ...                    "absences": rng.poisson(4, 600), "sex": rng.choice(["F", "M"], 600)})
+    >>> df["G3"] = 12 - 0.1 * df.absences + rng.normal(size=30).repeat(20) + rng.normal(size=600)
+    >>> res = crve.ols("G3 ~ absences + C(sex)", df, cluster="school", vcov="CV2")
+    >>> list(res.params.index)
+    ['Intercept', 'C(sex)[T.M]', 'absences']
+    >>> res.n_clusters, res.dof_rule
+    (30, 'satterthwaite')
+    """
+    if missing not in MISSING:
+        raise ValueError(f"missing must be 'drop' or 'raise'; got {missing!r}")
+    frame = Frame(data)
+    spec = _parse(formula)
+    frame.check(sorted(spec.required_variables), "the formula")
+    cluster_names, cluster_values = _cluster_spec(cluster, frame)
+    used = sorted(spec.required_variables)
+
+    # Missing values: any used column, and the cluster.
+    drop = None
+    counts: dict[str, int] = {}
+    for name in used + cluster_names:
+        m = frame.missing(name)
+        if m is None:
+            continue
+        if missing == "raise":
+            raise ValueError(f"column {name!r} has missing values in {first_rows(m)}; drop or impute them, "
+                             "or pass missing='drop'")
+        counts[name] = int(m.sum())
+        drop = m if drop is None else drop | m
+    if cluster_values is not None:
+        m = _label_missing(cluster_values)
+        if m is not None:
+            if missing == "raise":
+                raise ValueError(f"cluster has missing labels in {first_rows(m)}; pass missing='drop' to drop them")
+            counts["cluster"] = int(m.sum())
+            drop = m if drop is None else drop | m
+    keep = None if drop is None else ~drop
+    n_dropped = 0 if drop is None else int(drop.sum())
+    N = frame.nrows - n_dropped
+    if N == 0:
+        raise ValueError(f"no rows left: all {frame.nrows} rows have a missing value ({_counts_text(counts)})")
+
+    depvar = str(spec.lhs)
+    y, X, names = _design(spec, frame, keep, N)
+    context_y = depvar
+
+    # Clusters.
+    codes = labels = None
+    n_slots = 0
+    if cluster_names:
+        codes, labels, n_slots = _cluster_codes([frame.series(c) for c in cluster_names], keep, N)
+    elif cluster_values is not None:
+        vals = cluster_values if keep is None else _take(cluster_values, keep)
+        codes, labels, n_slots = factorize_clusters(vals, N)
+
+    d = Design(y, X, names, codes, labels, n_slots)
+    if vcov is None:
+        vcov = "CV1" if codes is not None else "HC1"
+    res = _fit(d, vcov, dof, threads)
+    res.formula = formula
+    res.depvar = context_y
+    res.n_dropped = n_dropped
+    res.dropped_by = counts
+    res.cluster_name = ", ".join(cluster_names) if cluster_names else (None if cluster_values is None else "cluster")
+    return res
+
+
+def _fit(d: Design, vcov: str, dof: Any, threads: int | None) -> Result:
+    N, K = d.X.shape
+    if N <= K:
+        raise ValueError(f"need more rows than coefficients: N = {N}, K = {K} ({', '.join(d.names)})")
+    singletons = d.codes is None
+    codes = d.codes
+    if singletons:
+        d.codes = np.zeros(N, dtype=np.int64)
+        d.labels = np.zeros(1, dtype=np.int64)
+        d.n_slots = 1
+    stats = ClusterStats._build(d, threads)
+    if not singletons and stats.n_clusters < 2:
+        raise ValueError(f"need at least 2 clusters for cluster-robust inference; got {stats.n_clusters}")
+    return Result._from_stats(stats, variant=vcov, dof=dof, data=_Data(d.y, d.X, codes), singletons=singletons,
+                              threads=threads, named=True, design=d)
+
+
+# -- formula ----------------------------------------------------------------------------------
+def _parse(formula: str) -> Any:
+    import formulaic
+
+    if not isinstance(formula, str):
+        raise TypeError(f"formula must be a string such as 'y ~ x1 + x2'; got {type(formula).__name__}")
+    if "~" not in formula:
+        raise ValueError(f"formula {formula!r} has no outcome: write it as 'y ~ x1 + x2'")
+    try:
+        spec = formulaic.Formula(formula)
+    except Exception as exc:  # formulaic raises its own syntax errors with a multi-line pointer
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot parse formula {formula!r}: {first}") from None
+    if not hasattr(spec, "lhs") or len(spec.lhs) == 0:
+        raise ValueError(f"formula {formula!r} has no outcome: write it as 'y ~ x1 + x2'")
+    if len(spec.lhs) != 1:
+        raise ValueError(f"formula {formula!r} has {len(spec.lhs)} outcomes; crve fits one outcome at a time")
+    return spec
+
+
+def _plain_column(term: Any) -> str | None:
+    """The column name if the term is a plain column lookup, else None."""
+    from formulaic.parser.types import Factor
+
+    if len(term.factors) != 1:
+        return None
+    f = term.factors[0]
+    return f.expr if f.eval_method == Factor.EvalMethod.LOOKUP else None
+
+
+def _design(spec: Any, frame: Frame, keep: np.ndarray | None, N: int) -> tuple[np.ndarray, Any, list[str]]:
+    """(y, X, names): the fast route when every term is a plain numeric column, else formulaic."""
+    lhs = spec.lhs[0]
+    yname = _plain_column(lhs)
+    rhs_terms = list(spec.rhs)
+    plain = [_plain_column(t) for t in rhs_terms]
+    literal = [str(t) == "1" for t in rhs_terms]
+    fast = all(p is not None and frame.is_numeric(p) or lit for p, lit in zip(plain, literal))
+    if yname is not None and not (frame.is_numeric(yname) or frame.is_bool(yname)):
+        raise ValueError(f"the outcome {yname!r} must be numeric; the column has dtype {frame.dtype(yname)}")
+    if fast and yname is not None:
+        y = _rows(frame.float64(yname), keep)
+        cols, names = [], []
+        for p, lit in zip(plain, literal):
+            if lit:
+                cols.append(np.broadcast_to(np.float64(1.0), (N,)))
+                names.append("Intercept")
+            else:
+                cols.append(_rows(frame.float64(p), keep))
+                names.append(p)
+        if not cols:
+            raise ValueError("the formula has no regressors (nothing right of '~', and no intercept)")
+        return y, Columns(cols), names
+    return _formulaic_design(spec, frame, keep)
+
+
+def _formulaic_design(spec: Any, frame: Frame, keep: np.ndarray | None) -> tuple[np.ndarray, Any, list[str]]:
+    import formulaic
+
+    df = frame.subset(sorted(spec.required_variables), keep)
+    context = _user_context()
+    try:
+        mm = formulaic.model_matrix(spec, df, na_action="ignore", context=context)
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot build the design from formula: {msg}") from None
+    lhs, rhs = mm.lhs, mm.rhs
+    if lhs.shape[1] != 1:
+        raise ValueError(f"the outcome {str(spec.lhs)!r} must be one numeric column; it expands to "
+                         f"{lhs.shape[1]} columns {list(lhs.columns)} (is it categorical?)")
+    if rhs.shape[1] == 0:
+        raise ValueError("the formula has no regressors (nothing right of '~', and no intercept)")
+    y = np.asarray(lhs.iloc[:, 0].to_numpy(dtype=np.float64))
+    cols = [np.ascontiguousarray(rhs.iloc[:, k].to_numpy(dtype=np.float64)) for k in range(rhs.shape[1])]
+    return y, Columns(cols), [str(c) for c in rhs.columns]
+
+
+def _user_context() -> dict:
+    """Names visible where crve.ols was called (for functions used in formulas)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("crve"):
+        frame = frame.f_back
+    if frame is None:
+        return {"np": np, "numpy": np}
+    return ChainMap(frame.f_locals, frame.f_globals, {"np": np, "numpy": np})
+
+
+def _rows(a: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
+    return a if keep is None else a[keep]
+
+
+def _take(values: Any, keep: np.ndarray) -> Any:
+    if hasattr(values, "iloc"):
+        return values[keep].reset_index(drop=True)
+    return np.asarray(values)[keep]
+
+
+# -- clusters ---------------------------------------------------------------------------------
+def _cluster_spec(cluster: Any, frame: Frame) -> tuple[list[str], Any]:
+    """(column names, None) or ([], one label per row) or ([], None)."""
+    if cluster is None:
+        return [], None
+    if isinstance(cluster, str):
+        frame.check([cluster], "cluster")
+        return [cluster], None
+    if isinstance(cluster, (list, tuple)) and cluster and all(isinstance(c, str) for c in cluster):
+        if len(cluster) != frame.nrows or any(c in frame for c in cluster):
+            frame.check(list(cluster), "cluster")
+            return list(cluster), None
+    values = cluster
+    if type(values).__module__.split(".")[0] in ("polars", "pyarrow"):
+        values = values.to_pandas()
+    n = len(values)
+    if n != frame.nrows:
+        raise ValueError(f"cluster has {n} labels but data has {frame.nrows} rows")
+    return [], values
+
+
+def _label_missing(values: Any) -> np.ndarray | None:
+    import pandas as pd
+
+    m = np.asarray(pd.isna(values))
+    return m if m.any() else None
+
+
+def _cluster_codes(series: list, keep: np.ndarray | None, N: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Codes of one cluster column, or of the combinations of several."""
+    import pandas as pd
+
+    if keep is not None:
+        series = [s[keep].reset_index(drop=True) if hasattr(s, "iloc") else np.asarray(s)[keep] for s in series]
+    if len(series) == 1:
+        return factorize_clusters(series[0], N)
+    parts = [factorize_clusters(s, N) for s in series]
+    if np.prod([float(n) for _, _, n in parts]) < 2.0**62:  # mixed-radix code of the combination
+        combined = np.zeros(N, dtype=np.int64)
+        for c, _, n in parts:
+            combined = combined * n + c
+        codes, uniq = pd.factorize(combined, sort=False)
+        first = np.zeros(len(uniq), dtype=np.int64)
+        first[codes[::-1]] = np.arange(N - 1, -1, -1)  # first row of each combination
+    else:
+        codes, _ = pd.MultiIndex.from_arrays([c for c, _, _ in parts]).factorize()
+        first = np.zeros(codes.max() + 1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(N - 1, -1, -1)
+    labels = np.empty(len(first), dtype=object)
+    labels[:] = list(zip(*[np.asarray(lab, dtype=object)[c[first]] for c, lab, _ in parts]))
+    return np.asarray(codes, dtype=np.int64), labels, len(first)
+
+
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in counts.items())
