@@ -45,6 +45,8 @@ class Frame:
             self.kind = "dict"
             self._src = {}
             for k, v in data.items():
+                if isinstance(v, (list, tuple)):  # pandas infers mixed lists (None, NaN, str) correctly
+                    v = pd.Series(v)
                 arr = v if isinstance(v, (pd.Series, pd.Categorical)) else np.asarray(v)
                 if getattr(arr, "ndim", 1) != 1:
                     raise ValueError(f"data[{k!r}] must be 1-D; got shape {np.shape(arr)}")

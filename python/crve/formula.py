@@ -24,7 +24,7 @@ __all__ = ["ols"]
 MISSING = ("drop", "raise")
 
 
-def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str = "CV1", dof: Any = "auto",
+def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None, dof: Any = "auto",
         missing: str = "drop", threads: int | None = None) -> Result:
     """OLS from a formula and a data frame, with cluster-robust inference.
 
@@ -40,7 +40,7 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str = "CV1", dof:
     cluster : str, list of str, or array-like, optional
         A column name, several column names (clusters are their combinations), or one label per
         row. Labels of any type. ``None``: no clustering (use an ``HC*`` or ``"iid"`` vcov).
-    vcov : str
+    vcov : str, optional
         "iid", "HC0".."HC3", "CV0", "CV1" (alias "stata"), "CV2" (alias "CR2"), "CV3", "CV3J".
         Default "CV1" with clusters, "HC1" without.
     dof : str or float
@@ -75,9 +75,11 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str = "CV1", dof:
         raise ValueError(f"missing must be 'drop' or 'raise'; got {missing!r}")
     frame = Frame(data)
     spec = _parse(formula)
-    frame.check(sorted(spec.required_variables), "the formula")
+    context = _user_context()
+    # Names in the formula are columns of data, else (functions) names where ols was called.
+    used = sorted(v for v in spec.required_variables if v in frame)
+    frame.check(sorted(v for v in spec.required_variables if v not in frame and v not in context), "the formula")
     cluster_names, cluster_values = _cluster_spec(cluster, frame)
-    used = sorted(spec.required_variables)
 
     # Missing values: any used column, and the cluster.
     drop = None
@@ -105,7 +107,7 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str = "CV1", dof:
         raise ValueError(f"no rows left: all {frame.nrows} rows have a missing value ({_counts_text(counts)})")
 
     depvar = str(spec.lhs)
-    y, X, names = _design(spec, frame, keep, N)
+    y, X, names = _design(spec, frame, keep, N, used, context)
     context_y = depvar
 
     # Clusters.
@@ -176,17 +178,18 @@ def _plain_column(term: Any) -> str | None:
     return f.expr if f.eval_method == Factor.EvalMethod.LOOKUP else None
 
 
-def _design(spec: Any, frame: Frame, keep: np.ndarray | None, N: int) -> tuple[np.ndarray, Any, list[str]]:
+def _design(spec: Any, frame: Frame, keep: np.ndarray | None, N: int, used: list[str],
+            context: Any) -> tuple[np.ndarray, Any, list[str]]:
     """(y, X, names): the fast route when every term is a plain numeric column, else formulaic."""
     lhs = spec.lhs[0]
     yname = _plain_column(lhs)
     rhs_terms = list(spec.rhs)
     plain = [_plain_column(t) for t in rhs_terms]
     literal = [str(t) == "1" for t in rhs_terms]
-    fast = all(p is not None and frame.is_numeric(p) or lit for p, lit in zip(plain, literal))
-    if yname is not None and not (frame.is_numeric(yname) or frame.is_bool(yname)):
+    fast = all(lit or (p is not None and p in frame and frame.is_numeric(p)) for p, lit in zip(plain, literal))
+    if yname is not None and yname in frame and not (frame.is_numeric(yname) or frame.is_bool(yname)):
         raise ValueError(f"the outcome {yname!r} must be numeric; the column has dtype {frame.dtype(yname)}")
-    if fast and yname is not None:
+    if fast and yname is not None and yname in frame:
         y = _rows(frame.float64(yname), keep)
         cols, names = [], []
         for p, lit in zip(plain, literal):
@@ -199,14 +202,14 @@ def _design(spec: Any, frame: Frame, keep: np.ndarray | None, N: int) -> tuple[n
         if not cols:
             raise ValueError("the formula has no regressors (nothing right of '~', and no intercept)")
         return y, Columns(cols), names
-    return _formulaic_design(spec, frame, keep)
+    return _formulaic_design(spec, frame, keep, used, context)
 
 
-def _formulaic_design(spec: Any, frame: Frame, keep: np.ndarray | None) -> tuple[np.ndarray, Any, list[str]]:
+def _formulaic_design(spec: Any, frame: Frame, keep: np.ndarray | None, used: list[str],
+                      context: Any) -> tuple[np.ndarray, Any, list[str]]:
     import formulaic
 
-    df = frame.subset(sorted(spec.required_variables), keep)
-    context = _user_context()
+    df = frame.subset(used, keep)
     try:
         mm = formulaic.model_matrix(spec, df, na_action="ignore", context=context)
     except Exception as exc:
