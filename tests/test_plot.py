@@ -63,7 +63,7 @@ def test_bootstrap_plot(bt, tmp_path):
     ax = plot_bootstrap(bt)
     check_png(ax, tmp_path / "bootstrap.png")
     observed = [line for line in ax.lines if line.get_label().startswith("observed")]
-    assert len(observed) == 1 and np.all(observed[0].get_xdata() == bt.t_stat)
+    assert len(observed) == 1 and np.all(np.asarray(observed[0].get_xdata()) == bt.t_stat)
     c = np.quantile(np.abs(bt.t_star[np.isfinite(bt.t_star)]), bt.level)
     assert dashed(ax) == pytest.approx([-c, c], rel=1e-12)
     heights = np.array([p.get_height() for p in ax.patches])
@@ -118,7 +118,7 @@ def test_pvalue_curve(bt, tmp_path):
     assert (p[inside & ~near] > alpha).all() and (p[~inside & ~near] <= alpha).all()
     assert (bt.pvalue_at([lo + eps * se, hi - eps * se]) > alpha).all()
     assert (bt.pvalue_at([lo - eps * se, hi + eps * se]) <= alpha).all()
-    assert any(np.all(line.get_ydata() == alpha) for line in ax.lines)  # the 1 - level line
+    assert any(np.all(np.asarray(line.get_ydata()) == alpha) for line in ax.lines)  # the 1 - level line
     est = [line for line in ax.lines if line.get_marker() == "o"]
     assert len(est) == 1 and est[0].get_xdata()[0] == bt.estimate
     assert ax.get_xlabel() == "x" and ax.get_ylabel() == "bootstrap p-value"
@@ -155,7 +155,7 @@ def test_coefficients(res, tmp_path):
         np.testing.assert_allclose(ends, np.asarray(r.conf_int()), rtol=1e-12)
     ys = [c.lines[0].get_ydata()[0] for c in ax.containers]
     assert len(set(ys)) == 4  # dodged
-    assert any(np.all(line.get_xdata() == 0) for line in ax.lines)  # the zero line
+    assert any(np.all(np.asarray(line.get_xdata()) == 0) for line in ax.lines)  # the zero line
     assert "confidence interval" in ax.get_xlabel() and ax.get_title()
 
 
@@ -192,3 +192,21 @@ def test_missing_matplotlib(monkeypatch, bt):
 def test_docstring_examples():
     result = doctest.testmod(crve.plot, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_result_methods_draw(tmp_path):
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng(9)
+    g = np.repeat(np.arange(15), 20)
+    X = np.column_stack([np.ones(300), rng.normal(size=300)])
+    res = crve.cluster_robust(X @ [1, 0.2] + rng.normal(size=15)[g] + rng.normal(size=300), X, g, names=["const", "x"])
+    bt = res.wild_bootstrap("x", B=499, seed=2, weights="webb")
+    fig, axes = plt.subplots(1, 3)
+    assert bt.plot(ax=axes[0]) is axes[0]
+    assert bt.plot_pvalue_curve(ax=axes[1]) is axes[1]
+    assert res.plot(["CV1", "CV2"], ax=axes[2]) is axes[2]
+    path = tmp_path / "all.png"
+    fig.savefig(path)
+    plt.close(fig)
+    assert path.stat().st_size > 1000

@@ -75,7 +75,8 @@ class Frame:
                 raise ValueError(f"{what} uses column {n!r}, which is not in data{hint} (columns: {shown})")
 
     def dtype(self, name: str) -> str:
-        return str(self._src[name].dtype)
+        s = self._src[name]
+        return str(s.type if self.kind == "arrow" else s.dtype)
 
     def is_numeric(self, name: str) -> bool:
         """Integer or float (not bool, not categorical): a plain numeric regressor."""

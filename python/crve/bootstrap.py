@@ -97,6 +97,20 @@ class WildBootstrapResult:
     def _repr_html_(self) -> str:
         return self.summary()._repr_html_()
 
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Histogram of t* with the observed t and the bootstrap critical values
+        (:func:`crve.plot.plot_bootstrap`; needs matplotlib)."""
+        from .plot import plot_bootstrap
+
+        return plot_bootstrap(self, ax=ax, **kwargs)
+
+    def plot_pvalue_curve(self, ax: Any = None, **kwargs: Any) -> Any:
+        """The bootstrap p-value p(h) against h with the confidence interval
+        (:func:`crve.plot.plot_pvalue_curve`; needs matplotlib)."""
+        from .plot import plot_pvalue_curve
+
+        return plot_pvalue_curve(self, ax=ax, **kwargs)
+
     def __repr__(self) -> str:
         ci = "" if self.conf_int is None else f", CI [{self.conf_int[0]:.6g}, {self.conf_int[1]:.6g}]"
         return (f"<WildBootstrapResult {'WCR' if self.impose_null else 'WCU'}{self.bootstrap_type} "

@@ -332,6 +332,13 @@ class Result:
                                           "p_value": t.p_value.to_numpy()}, index=self.names)
         return pd.concat(frames, axis=1)
 
+    def plot(self, variants: Sequence[Any] = ("iid", "CV1", "CV2", "CV3"), ax: Any = None, **kwargs: Any) -> Any:
+        """Coefficient plot: estimates with confidence intervals under each variant
+        (:func:`crve.plot.plot_coefficients`; needs matplotlib)."""
+        from .plot import plot_coefficients
+
+        return plot_coefficients(self, variants=variants, ax=ax, **kwargs)
+
     def _quiet(self, variant: str, dof: Any) -> "Result":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CrveWarning)
