@@ -67,7 +67,7 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
     >>> df["G3"] = 12 - 0.1 * df.absences + rng.normal(size=30).repeat(20) + rng.normal(size=600)
     >>> res = crve.ols("G3 ~ absences + C(sex)", df, cluster="school", vcov="CV2")
     >>> list(res.params.index)
-    ['Intercept', 'C(sex)[T.M]', 'absences']
+    ['Intercept', 'absences', 'C(sex)[T.M]']
     >>> res.n_clusters, res.dof_rule
     (30, 'satterthwaite')
     """
