@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 import crve
+import crve._frame
 
 formulaic = pytest.importorskip("formulaic")
 
@@ -50,11 +51,29 @@ def test_formula_equals_array_path(formula, vcov):
     np.testing.assert_allclose(res.df.to_numpy(), ref.df.to_numpy(), rtol=1e-10)
 
 
-def test_fast_route_names_and_order_match_formulaic():
-    df = students()
-    for formula in ["G3 ~ absences + studytime + age", "G3 ~ age + absences - 1", "G3 ~ 1 + studytime"]:
-        res = crve.ols(formula, df, cluster="school")
-        assert list(res.params.index) == list(formulaic.model_matrix(formula, df).rhs.columns)
+FAST = ["G3 ~ absences + studytime + age", "G3 ~ age + absences - 1", "G3 ~ 1 + studytime", "G3 ~ sex + absences",
+        "G3 ~ C(sex) + C(age) + absences", "G3 ~ 0 + absences + sex + C(age)", "G3 ~ passed + grp", "G3 ~ 0 + grp + sex",
+        "G3 ~ C(grp) + C(half)", "G3 ~ 0 + C(half) + studytime"]
+
+
+@pytest.mark.parametrize("formula", FAST)
+def test_fast_route_matches_formulaic(formula):
+    """crve's own design (plain, bool, string, categorical and C(column) terms) equals formulaic's:
+    the same columns in the same order with the same names, hence the same fit."""
+    from crve.formula import _fast_term
+
+    df = students(14)
+    df["passed"] = df.G3 > 10
+    df["grp"] = pd.Categorical(np.where(df.age > 17, "old", "young"), categories=["young", "old", "unused"][:2])
+    df["half"] = np.where(df.studytime > 2, 1.5, 0.5)
+    spec = formulaic.Formula(formula)
+    assert all(_fast_term(t, crve._frame.Frame(df)) is not None for t in spec.rhs)
+    res = crve.ols(formula, df, cluster="school", vcov="CV2")
+    mm = formulaic.model_matrix(formula, df)
+    assert list(res.params.index) == list(mm.rhs.columns)
+    ref = crve.cluster_robust(mm.lhs.iloc[:, 0], mm.rhs, df.school, variant="CV2")
+    np.testing.assert_allclose(res.params.to_numpy(), ref.params.to_numpy(), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(res.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-10)
 
 
 def test_matches_statsmodels_formula_cluster():
@@ -228,3 +247,15 @@ def test_bootstrap_from_formula_result():
     ref = crve.wild_cluster_bootstrap(df.G3, np.column_stack([np.ones(len(df)), df.sex == "M", df.absences]).astype(float),
                                       df.school, param=2, B=999, weights="webb", seed=1)
     assert bt.t_stat == pytest.approx(ref.t_stat, rel=1e-12) and bt.pvalue == ref.pvalue
+
+
+def test_combined_clusters_with_a_missing_label():
+    df = students(13)
+    df["year"] = np.tile([2019.0, 2020.0], len(df) // 2)
+    df.loc[[5, 8], "year"] = np.nan
+    res = crve.ols("G3 ~ absences", df, cluster=["school", "year"])
+    assert res.n_dropped == 2 and res.dropped_by == {"school, year": 2}
+    clean = df.drop(index=[5, 8])
+    ref = crve.ols("G3 ~ absences", clean, cluster=clean.school + clean.year.astype(str))
+    assert res.n_clusters == ref.n_clusters == 60
+    np.testing.assert_allclose(res.bse.to_numpy(), ref.bse.to_numpy(), rtol=1e-12)

@@ -79,21 +79,31 @@ def _as_float_matrix(X: Any, names: Sequence[str] | None) -> tuple[np.ndarray, l
     return arr, list(names)
 
 
-def factorize_clusters(clusters: Any, n: int) -> tuple[np.ndarray, np.ndarray, int]:
+def factorize_clusters(clusters: Any, n: int, allow_missing: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Integer codes in [0, n_slots), the label of each slot, and n_slots.
 
     Non-negative integer labels below 2 n are used as codes directly (no hashing); empty slots
     are dropped later. Everything else goes through pandas.factorize (strings, floats, mixed,
-    categoricals).
+    categoricals), which is given pandas Series as they are (Arrow-backed strings factorise
+    without conversion). Missing labels raise, or with ``allow_missing`` get code -1.
     """
     import pandas as pd
 
+    def checked(codes: np.ndarray) -> np.ndarray:
+        if not allow_missing and (codes < 0).any():
+            raise ValueError(f"clusters contains missing labels in {first_rows(codes < 0)}")
+        return codes
+
     if isinstance(clusters, (pd.Series, pd.Index)) and isinstance(clusters.dtype, pd.CategoricalDtype):
         codes = np.asarray(clusters.cat.codes if isinstance(clusters, pd.Series) else clusters.codes, dtype=np.int64)
-        if (codes < 0).any():
-            raise ValueError(f"clusters has missing labels in {first_rows(codes < 0)}")
         cats = np.asarray(clusters.dtype.categories)
-        return codes, cats, len(cats)
+        return checked(codes), cats, len(cats)
+    if isinstance(clusters, pd.Series) and not isinstance(clusters.dtype, np.dtype):
+        if len(clusters) != n:
+            raise ValueError(f"clusters has {len(clusters)} entries but X has {n} rows")
+        if not pd.api.types.is_numeric_dtype(clusters.dtype):  # extension strings etc.
+            codes, uniques = pd.factorize(clusters, sort=False, use_na_sentinel=True)
+            return checked(codes.astype(np.int64, copy=False)), np.asarray(uniques, dtype=object), len(uniques)
     if hasattr(clusters, "to_numpy") and not isinstance(clusters, np.ndarray):
         clusters = clusters.to_numpy()
     arr = np.asarray(clusters)
@@ -106,20 +116,14 @@ def factorize_clusters(clusters: Any, n: int) -> tuple[np.ndarray, np.ndarray, i
         if lo >= 0 and hi < 2 * n + 1024:
             return arr.astype(np.int64, copy=False), np.arange(hi + 1), hi + 1
     if arr.dtype.kind == "f":
-        bad = ~np.isfinite(arr)
+        bad = np.isinf(arr) if allow_missing else ~np.isfinite(arr)
         if bad.any():
-            raise ValueError(f"clusters contains NaN or inf in {first_rows(bad)}")
-    elif arr.dtype.kind == "O":
-        bad = pd.isna(arr)
-        if bad.any():
-            raise ValueError(f"clusters contains missing labels in {first_rows(bad)}")
+            raise ValueError(f"clusters contains {'inf' if allow_missing else 'NaN or inf'} in {first_rows(bad)}")
     try:
-        codes, uniques = pd.factorize(arr, sort=False, use_na_sentinel=True)
+        codes, uniques = pd.factorize(arr, sort=False, use_na_sentinel=True)  # missing (None, NaN) -> -1
     except TypeError as exc:  # unhashable labels
         raise ValueError(f"clusters labels must be hashable: {exc}") from None
-    if (codes < 0).any():
-        raise ValueError(f"clusters contains missing labels in {first_rows(codes < 0)}")
-    return codes.astype(np.int64, copy=False), np.asarray(uniques, dtype=object if arr.dtype.kind == "O" else None), len(uniques)
+    return checked(codes.astype(np.int64, copy=False)), np.asarray(uniques, dtype=object if arr.dtype.kind == "O" else None), len(uniques)
 
 
 class Columns:

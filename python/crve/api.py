@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._inputs import as_design
+from ._inputs import Design, as_design
 from .results import Result, _Data
 from .stats import ClusterStats
 
@@ -52,9 +52,14 @@ def cluster_robust(y: Any, X: Any, clusters: Any = None, *, variant: str = "CV1"
     (20, 0.363)
     """
     d = as_design(y, X, clusters, names)
+    return fit_design(d, variant, dof, threads, named=names is not None or hasattr(X, "columns"))
+
+
+def fit_design(d: Design, variant: str, dof: Any, threads: int | None, named: bool) -> Result:
+    """One pass over the rows of a validated design, then the requested covariance."""
     N, K = d.X.shape
     if N <= K:
-        raise ValueError(f"need more rows than columns: N = {N}, K = {K}")
+        raise ValueError(f"need more rows than columns: N = {N}, K = {K} ({', '.join(d.names)})")
     singletons = d.codes is None
     codes = d.codes
     if singletons:  # one block for X'X; the variance comes from a pass over the rows
@@ -65,4 +70,4 @@ def cluster_robust(y: Any, X: Any, clusters: Any = None, *, variant: str = "CV1"
     if not singletons and stats.n_clusters < 2:
         raise ValueError(f"need at least 2 clusters for cluster-robust inference; got {stats.n_clusters}")
     return Result._from_stats(stats, variant=variant, dof=dof, data=_Data(d.y, d.X, codes), singletons=singletons,
-                              threads=threads, named=names is not None or hasattr(X, "columns"), design=d)
+                              threads=threads, named=named, design=d)

@@ -8,6 +8,7 @@ columns and names (tested).
 """
 from __future__ import annotations
 
+import re
 import sys
 from collections import ChainMap
 from typing import Any, Sequence
@@ -16,8 +17,8 @@ import numpy as np
 
 from ._frame import Frame
 from ._inputs import Columns, Design, factorize_clusters, first_rows
-from .results import Result, _Data
-from .stats import ClusterStats
+from .api import fit_design
+from .results import Result
 
 __all__ = ["ols"]
 
@@ -81,11 +82,23 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
     frame.check(sorted(v for v in spec.required_variables if v not in frame and v not in context), "the formula")
     cluster_names, cluster_values = _cluster_spec(cluster, frame)
 
+    # Clusters: codes for all rows, -1 where a label is missing.
+    codes = labels = None
+    n_slots = 0
+    if cluster_names:
+        codes, labels, n_slots = _cluster_codes([frame.series(c) for c in cluster_names], frame.nrows)
+    elif cluster_values is not None:
+        codes, labels, n_slots = factorize_clusters(cluster_values, frame.nrows, allow_missing=True)
+
     # Missing values: any used column, and the cluster.
     drop = None
     counts: dict[str, int] = {}
-    for name in used + cluster_names:
-        m = frame.missing(name)
+    checks = [(name, lambda name=name: frame.missing(name)) for name in used]
+    if codes is not None:
+        what = ", ".join(cluster_names) if cluster_names else "cluster"
+        checks.append((what, lambda: (codes < 0) if (codes < 0).any() else None))
+    for name, find in checks:
+        m = find()
         if m is None:
             continue
         if missing == "raise":
@@ -93,59 +106,27 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
                              "or pass missing='drop'")
         counts[name] = int(m.sum())
         drop = m if drop is None else drop | m
-    if cluster_values is not None:
-        m = _label_missing(cluster_values)
-        if m is not None:
-            if missing == "raise":
-                raise ValueError(f"cluster has missing labels in {first_rows(m)}; pass missing='drop' to drop them")
-            counts["cluster"] = int(m.sum())
-            drop = m if drop is None else drop | m
     keep = None if drop is None else ~drop
     n_dropped = 0 if drop is None else int(drop.sum())
     N = frame.nrows - n_dropped
     if N == 0:
         raise ValueError(f"no rows left: all {frame.nrows} rows have a missing value ({_counts_text(counts)})")
+    if keep is not None and codes is not None:
+        codes = codes[keep]
 
     depvar = str(spec.lhs)
     y, X, names = _design(spec, frame, keep, N, used, context)
-    context_y = depvar
-
-    # Clusters.
-    codes = labels = None
-    n_slots = 0
-    if cluster_names:
-        codes, labels, n_slots = _cluster_codes([frame.series(c) for c in cluster_names], keep, N)
-    elif cluster_values is not None:
-        vals = cluster_values if keep is None else _take(cluster_values, keep)
-        codes, labels, n_slots = factorize_clusters(vals, N)
 
     d = Design(y, X, names, codes, labels, n_slots)
     if vcov is None:
         vcov = "CV1" if codes is not None else "HC1"
-    res = _fit(d, vcov, dof, threads)
+    res = fit_design(d, vcov, dof, threads, named=True)
     res.formula = formula
-    res.depvar = context_y
+    res.depvar = depvar
     res.n_dropped = n_dropped
     res.dropped_by = counts
     res.cluster_name = ", ".join(cluster_names) if cluster_names else (None if cluster_values is None else "cluster")
     return res
-
-
-def _fit(d: Design, vcov: str, dof: Any, threads: int | None) -> Result:
-    N, K = d.X.shape
-    if N <= K:
-        raise ValueError(f"need more rows than coefficients: N = {N}, K = {K} ({', '.join(d.names)})")
-    singletons = d.codes is None
-    codes = d.codes
-    if singletons:
-        d.codes = np.zeros(N, dtype=np.int64)
-        d.labels = np.zeros(1, dtype=np.int64)
-        d.n_slots = 1
-    stats = ClusterStats._build(d, threads)
-    if not singletons and stats.n_clusters < 2:
-        raise ValueError(f"need at least 2 clusters for cluster-robust inference; got {stats.n_clusters}")
-    return Result._from_stats(stats, variant=vcov, dof=dof, data=_Data(d.y, d.X, codes), singletons=singletons,
-                              threads=threads, named=True, design=d)
 
 
 # -- formula ----------------------------------------------------------------------------------
@@ -183,26 +164,78 @@ def _design(spec: Any, frame: Frame, keep: np.ndarray | None, N: int, used: list
     """(y, X, names): the fast route when every term is a plain numeric column, else formulaic."""
     lhs = spec.lhs[0]
     yname = _plain_column(lhs)
-    rhs_terms = list(spec.rhs)
-    plain = [_plain_column(t) for t in rhs_terms]
-    literal = [str(t) == "1" for t in rhs_terms]
-    fast = all(lit or (p is not None and p in frame and frame.is_numeric(p)) for p, lit in zip(plain, literal))
     if yname is not None and yname in frame and not (frame.is_numeric(yname) or frame.is_bool(yname)):
         raise ValueError(f"the outcome {yname!r} must be numeric; the column has dtype {frame.dtype(yname)}")
-    if fast and yname is not None and yname in frame:
-        y = _rows(frame.float64(yname), keep)
-        cols, names = [], []
-        for p, lit in zip(plain, literal):
-            if lit:
-                cols.append(np.broadcast_to(np.float64(1.0), (N,)))
-                names.append("Intercept")
-            else:
-                cols.append(_rows(frame.float64(p), keep))
-                names.append(p)
-        if not cols:
-            raise ValueError("the formula has no regressors (nothing right of '~', and no intercept)")
-        return y, Columns(cols), names
-    return _formulaic_design(spec, frame, keep, used, context)
+    terms = [_fast_term(t, frame) for t in spec.rhs]
+    if yname is None or yname not in frame or any(t is None for t in terms):
+        return _formulaic_design(spec, frame, keep, used, context)
+    y = _rows(frame.float64(yname), keep)
+    cols, names = [], []
+    full_rank = not any(kind == "intercept" for kind, _, _ in terms)  # first categorical spans the intercept
+    for kind, col, label in terms:
+        if kind == "intercept":
+            cols.append(np.broadcast_to(np.float64(1.0), (N,)))
+            names.append("Intercept")
+        elif kind == "numeric":
+            cols.append(_rows(frame.float64(col), keep))
+            names.append(label)
+        else:
+            codes, levels = _levels(frame.series(col), keep)
+            if codes is None:
+                return _formulaic_design(spec, frame, keep, used, context)
+            for j, level in enumerate(levels):
+                if j == 0 and not full_rank:
+                    continue
+                cols.append((codes == j).astype(np.float64))
+                names.append(f"{label}[{level}]" if full_rank else f"{label}[T.{level}]")
+            full_rank = False
+    if not cols:
+        raise ValueError("the formula has no regressors (nothing right of '~', and no intercept)")
+    return y, Columns(cols), names
+
+
+_C_TERM = re.compile(r"^C\(\s*([A-Za-z_][A-Za-z0-9_]*)\s*\)$")
+
+
+def _fast_term(term: Any, frame: Frame) -> tuple[str, str | None, str] | None:
+    """("intercept" | "numeric" | "categorical", column, label) for terms crve builds itself:
+    the intercept, a numeric or bool column, a string / categorical column or ``C(column)``.
+    None sends the formula to formulaic (interactions, transforms, contrasts, ...)."""
+    if str(term) == "1":
+        return "intercept", None, "Intercept"
+    if len(term.factors) != 1:
+        return None
+    expr = term.factors[0].expr
+    col = _plain_column(term)
+    if col is not None:
+        if col not in frame:
+            return None
+        if frame.is_numeric(col) or frame.is_bool(col):
+            return "numeric", col, col
+        return "categorical", col, col
+    m = _C_TERM.match(expr)
+    if m and m.group(1) in frame:
+        return "categorical", m.group(1), expr
+    return None
+
+
+def _levels(s: Any, keep: np.ndarray | None) -> tuple[np.ndarray | None, list]:
+    """Codes and levels in formulaic's order (a categorical's own order, else sorted), of the
+    rows kept. (None, []) when the levels cannot be ordered or are not plain strings / numbers."""
+    import pandas as pd
+
+    if keep is not None:
+        s = s[keep]
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return np.asarray(s.cat.codes), [str(c) for c in s.cat.categories]
+    try:
+        codes, uniques = pd.factorize(s, sort=True)
+    except TypeError:  # mixed types cannot be sorted
+        return None, []
+    kinds = {type(u) for u in uniques}
+    if not kinds <= {str, int, float, np.int64, np.float64, np.str_}:
+        return None, []
+    return np.asarray(codes), [str(u) for u in uniques]
 
 
 def _formulaic_design(spec: Any, frame: Frame, keep: np.ndarray | None, used: list[str],
@@ -240,12 +273,6 @@ def _rows(a: np.ndarray, keep: np.ndarray | None) -> np.ndarray:
     return a if keep is None else a[keep]
 
 
-def _take(values: Any, keep: np.ndarray) -> Any:
-    if hasattr(values, "iloc"):
-        return values[keep].reset_index(drop=True)
-    return np.asarray(values)[keep]
-
-
 # -- clusters ---------------------------------------------------------------------------------
 def _cluster_spec(cluster: Any, frame: Frame) -> tuple[list[str], Any]:
     """(column names, None) or ([], one label per row) or ([], None)."""
@@ -267,36 +294,32 @@ def _cluster_spec(cluster: Any, frame: Frame) -> tuple[list[str], Any]:
     return [], values
 
 
-def _label_missing(values: Any) -> np.ndarray | None:
+def _cluster_codes(series: list, N: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Codes of one cluster column, or of the combinations of several (-1 where any is missing)."""
     import pandas as pd
 
-    m = np.asarray(pd.isna(values))
-    return m if m.any() else None
-
-
-def _cluster_codes(series: list, keep: np.ndarray | None, N: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Codes of one cluster column, or of the combinations of several."""
-    import pandas as pd
-
-    if keep is not None:
-        series = [s[keep].reset_index(drop=True) if hasattr(s, "iloc") else np.asarray(s)[keep] for s in series]
     if len(series) == 1:
-        return factorize_clusters(series[0], N)
-    parts = [factorize_clusters(s, N) for s in series]
+        return factorize_clusters(series[0], N, allow_missing=True)
+    parts = [factorize_clusters(s, N, allow_missing=True) for s in series]
+    bad = np.zeros(N, dtype=bool)
+    for c, _, _ in parts:
+        bad |= c < 0
+    good = np.flatnonzero(~bad)
+    codes = np.full(N, -1, dtype=np.int64)
     if np.prod([float(n) for _, _, n in parts]) < 2.0**62:  # mixed-radix code of the combination
-        combined = np.zeros(N, dtype=np.int64)
+        combined = np.zeros(len(good), dtype=np.int64)
         for c, _, n in parts:
-            combined = combined * n + c
-        codes, uniq = pd.factorize(combined, sort=False)
-        first = np.zeros(len(uniq), dtype=np.int64)
-        first[codes[::-1]] = np.arange(N - 1, -1, -1)  # first row of each combination
+            combined = combined * n + c[good]
+        codes[good] = pd.factorize(combined, sort=False)[0]
     else:
-        codes, _ = pd.MultiIndex.from_arrays([c for c, _, _ in parts]).factorize()
-        first = np.zeros(codes.max() + 1, dtype=np.int64)
-        first[codes[::-1]] = np.arange(N - 1, -1, -1)
-    labels = np.empty(len(first), dtype=object)
+        codes[good] = pd.MultiIndex.from_arrays([c[good] for c, _, _ in parts]).factorize()[0]
+    n = int(codes.max()) + 1 if good.size else 0
+    first = np.zeros(n, dtype=np.int64)
+    ok = np.flatnonzero(codes >= 0)
+    first[codes[ok][::-1]] = ok[::-1]  # first row of each combination
+    labels = np.empty(n, dtype=object)
     labels[:] = list(zip(*[np.asarray(lab, dtype=object)[c[first]] for c, lab, _ in parts]))
-    return np.asarray(codes, dtype=np.int64), labels, len(first)
+    return codes, labels, n
 
 
 def _counts_text(counts: dict[str, int]) -> str:
