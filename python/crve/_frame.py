@@ -16,7 +16,17 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
-__all__ = ["Frame"]
+__all__ = ["Frame", "column_hint"]
+
+
+def column_hint(name: str, columns: list[str]) -> str:
+    """'; did you mean 'x'? (columns: ...)' for a column name not among `columns`."""
+    import difflib
+
+    close = difflib.get_close_matches(name, columns, n=3)
+    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+    shown = ", ".join(map(repr, columns[:20])) + (", ..." if len(columns) > 20 else "")
+    return f"{hint} (columns: {shown})"
 
 
 class Frame:
@@ -65,14 +75,9 @@ class Frame:
 
     def check(self, names: Any, what: str) -> None:
         """Raise naming the first column of `names` not in the data (with close matches)."""
-        import difflib
-
         for n in names:
             if n not in self._src:
-                close = difflib.get_close_matches(n, self.columns, n=3)
-                hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-                shown = ", ".join(map(repr, self.columns[:20])) + (", ..." if len(self.columns) > 20 else "")
-                raise ValueError(f"{what} uses column {n!r}, which is not in data{hint} (columns: {shown})")
+                raise ValueError(f"{what} uses column {n!r}, which is not in data{column_hint(n, self.columns)}")
 
     def dtype(self, name: str) -> str:
         s = self._src[name]

@@ -168,13 +168,11 @@ def read_table(path: str, columns: list[str] | None = None) -> Any:
 
 
 def _check_columns(columns: list[str] | None, names: list[str], path: str) -> None:
-    import difflib
+    from ._frame import column_hint
 
     for c in columns or []:
         if c not in names:
-            close = difflib.get_close_matches(c, names, n=3)
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise ValueError(f"column {c!r} is not in {os.path.basename(path)}{hint} (columns: {', '.join(names[:20])})")
+            raise ValueError(f"column {c!r} is not in {os.path.basename(path)}{column_hint(c, list(names))}")
 
 
 def _fit(a: argparse.Namespace) -> int:

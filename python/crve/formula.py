@@ -1,17 +1,18 @@
 """The formula / DataFrame entry point: ``crve.ols("y ~ x + C(g)", data, cluster="school")``.
 
-Formulas are parsed by formulaic. When every right-hand term is a plain numeric column (the
-common case, and the one that matters at scale) the design is the data's own columns, read in
-place by the core with a stride-0 intercept: no N x K matrix is built. Anything else
-(categoricals, interactions, transforms) is materialised by formulaic; both routes give the same
-columns and names (tested).
+Formulas are parsed by formulaic. When every right-hand term is the intercept, a numeric or bool
+column, a string / categorical column or ``C(column)`` (the common case, and the one that matters
+at scale), crve builds the design itself: numeric columns are the data's own arrays, read in place
+by the core, the intercept is a stride-0 column and categoricals become dummies with formulaic's
+level order, names and reduced-rank rule. Anything else (interactions, transforms, contrasts) is
+materialised by formulaic; both routes give the same columns and names (tested).
 """
 from __future__ import annotations
 
 import re
 import sys
 from collections import ChainMap
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -93,13 +94,11 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
     # Missing values: any used column, and the cluster.
     drop = None
     counts: dict[str, int] = {}
-    checks = [(name, lambda name=name: frame.missing(name)) for name in used]
+    masks = [(name, frame.missing(name)) for name in used]
     if codes is not None:
-        what = ", ".join(cluster_names) if cluster_names else "cluster"
-        checks.append((what, lambda: (codes < 0) if (codes < 0).any() else None))
-    for name, find in checks:
-        m = find()
-        if m is None:
+        masks.append((", ".join(cluster_names) if cluster_names else "cluster", codes < 0))
+    for name, m in masks:
+        if m is None or not m.any():
             continue
         if missing == "raise":
             raise ValueError(f"column {name!r} has missing values in {first_rows(m)}; drop or impute them, "
@@ -161,7 +160,7 @@ def _plain_column(term: Any) -> str | None:
 
 def _design(spec: Any, frame: Frame, keep: np.ndarray | None, N: int, used: list[str],
             context: Any) -> tuple[np.ndarray, Any, list[str]]:
-    """(y, X, names): the fast route when every term is a plain numeric column, else formulaic."""
+    """(y, X, names): crve's own design when every term passes :func:`_fast_term`, else formulaic's."""
     lhs = spec.lhs[0]
     yname = _plain_column(lhs)
     if yname is not None and yname in frame and not (frame.is_numeric(yname) or frame.is_bool(yname)):

@@ -6,12 +6,9 @@ plot is drawn. Every function draws into `ax` (a new figure when None) and retur
 """
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
 import numpy as np
-
-from .results import CrveWarning
 
 __all__ = ["plot_bootstrap", "plot_pvalue_curve", "plot_coefficients"]
 
@@ -185,7 +182,7 @@ def plot_coefficients(res: Any, variants: Sequence[Any] = ("iid", "CV1", "CV2", 
     Parameters
     ----------
     res : crve.Result
-        A fit; each variant is computed with :meth:`crve.Result.with_variant` (warnings of
+        A fit; each variant is computed as in :meth:`crve.Result.compare` (warnings of
         category :class:`crve.CrveWarning` are suppressed here; see each variant's ``notes``).
     variants : sequence
         Variant names (with their default dof rule) or ``(variant, dof)`` pairs, as in
@@ -223,14 +220,9 @@ def plot_coefficients(res: Any, variants: Sequence[Any] = ("iid", "CV1", "CV2", 
     ax = _axes(ax)
     y = np.arange(len(terms), dtype=float)
     step = 0.7 / max(len(variants), 1)
-    for j, item in enumerate(variants):
-        v, dof = item if isinstance(item, (tuple, list)) else (item, "auto")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CrveWarning)
-            r = res.with_variant(v, dof)
+    for j, (label, r) in enumerate(res._variants(variants)):
         est = np.asarray(r.params, dtype=float)[idx]
         ci = np.asarray(r.conf_int(alpha), dtype=float)[idx]
-        label = r.variant if r.variant == "iid" or r.dof_rule == "N-K" else f"{r.variant} ({r.dof_rule})"
         ax.errorbar(est, y + (j - (len(variants) - 1) / 2) * step, xerr=[est - ci[:, 0], ci[:, 1] - est],
                     fmt="o", ms=4, capsize=3, color=f"C{j}", label=label)
     ax.axvline(0, color="grey", lw=0.8, ls="--")

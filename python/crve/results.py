@@ -323,10 +323,7 @@ class Result:
         import pandas as pd
 
         frames = {"estimate": pd.DataFrame({"": self._params}, index=self.names)}
-        for item in variants:
-            v, dof = (item if isinstance(item, (tuple, list)) else (item, "auto"))
-            r = self if (normalize_variant(v) == self.variant and dof in ("auto", self.dof_rule)) else self._quiet(v, dof)
-            label = r.variant if r.variant == "iid" or r.dof_rule == "N-K" else f"{r.variant} ({r.dof_rule})"
+        for label, r in self._variants(variants):
             t = r.tidy()
             frames[label] = pd.DataFrame({"std_error": t.std_error.to_numpy(), "df": t.df.to_numpy(),
                                           "p_value": t.p_value.to_numpy()}, index=self.names)
@@ -339,10 +336,20 @@ class Result:
 
         return plot_coefficients(self, variants=variants, ax=ax, **kwargs)
 
-    def _quiet(self, variant: str, dof: Any) -> "Result":
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", CrveWarning)
-            return self._with(variant, dof)
+    def _variants(self, variants: Sequence[Any]) -> list[tuple[str, "Result"]]:
+        """(label, result) for each entry of ``compare`` / ``plot``: a variant name (default dof)
+        or a ``(variant, dof)`` pair; crve's warnings are silenced (the summary carries them)."""
+        out = []
+        for item in variants:
+            v, dof = item if isinstance(item, (tuple, list)) else (item, "auto")
+            if normalize_variant(v) == self.variant and dof in ("auto", self.dof_rule):
+                r = self
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", CrveWarning)
+                    r = self._with(v, dof)
+            out.append((r.variant if r.variant == "iid" or r.dof_rule == "N-K" else f"{r.variant} ({r.dof_rule})", r))
+        return out
 
     # -- tests --------------------------------------------------------------------------
     def _restriction(self, R: Any, r: Any) -> tuple[np.ndarray, np.ndarray]:
