@@ -11,6 +11,7 @@
 #include <string>
 
 #include "crve/bootstrap.hpp"
+#include "crve/diagnostics.hpp"
 #include "crve/estimators.hpp"
 #include "crve/model.hpp"
 #include "crve/stats.hpp"
@@ -217,6 +218,26 @@ PYBIND11_MODULE(_core, mod) {
             return omega_dict(o);
           },
           py::arg("variant"), py::arg("R"), py::arg("full"), py::arg("threads") = 0)
+      .def(
+          "diagnostics",
+          [](const Model& m, bool jackknife, int threads) {
+            ClusterDiagnostics d;
+            {
+              py::gil_scoped_release release;
+              d = cluster_diagnostics(m, jackknife, threads);
+            }
+            py::dict out;
+            out["leverage"] = d.leverage;
+            out["partial"] = d.partial;
+            out["iota_xa"] = d.iota_xa;
+            out["u_sum"] = d.u_sum;
+            out["uu"] = d.uu;
+            if (jackknife) out["loo"] = d.loo;
+            out["leverage_one"] = d.leverage_one;
+            return out;
+          },
+          py::arg("jackknife") = true, py::arg("threads") = 0,
+          "per-cluster leverage, partial leverage, CSS weights, residual sums, jackknife (raw basis)")
       .def(
           "row_pass",
           [](const Model& m, const F64Array& y, const py::object& X, const std::string& variant,

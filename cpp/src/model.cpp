@@ -123,6 +123,21 @@ void Model::C_of(index_t g, MatrixXd& out) const {
   out.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();
 }
 
+void Model::sums_of(index_t g, VectorXd& out) const {
+  // z = [x - m, 1, y - m_y] has the constant at index K, so 1'z_g is row K of the cluster's Gram.
+  const double* packed = stats_->gram(g);
+  const index_t P = K + 2;
+  out.resize(K + 1);
+  if (selection_) {
+    for (index_t k = 0; k <= K; ++k) out[k] = packed[ClusterStats::pack_index(K, idx_[k])];
+  } else {
+    VectorXd row(P);
+    for (index_t j = 0; j < P; ++j) row[j] = packed[ClusterStats::pack_index(K, j)];
+    out.noalias() = Tz_.transpose() * row;
+  }
+  out.head(K).array() *= scale.array();
+}
+
 void Model::working_row(const MatrixView& X, index_t i, double y, double* w, double& yw) const {
   for (index_t k = 0; k < K; ++k) {
     const double v = (k == intercept) ? 1.0 : X(i, k) - xshift_[k];

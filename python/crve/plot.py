@@ -1,5 +1,5 @@
-"""Plots of crve results: the bootstrap distribution, the bootstrap p-value curve and a
-coefficient plot across variance estimators.
+"""Plots of crve results: the bootstrap distribution, the bootstrap p-value curve, a
+coefficient plot across variance estimators and the measured size of methods (certify).
 
 matplotlib is an optional dependency (``pip install 'crve[plot]'``); it is imported only when a
 plot is drawn. Every function draws into `ax` (a new figure when None) and returns the Axes.
@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["plot_bootstrap", "plot_pvalue_curve", "plot_coefficients"]
+__all__ = ["plot_bootstrap", "plot_pvalue_curve", "plot_coefficients", "plot_certify"]
 
 
 def _axes(ax: Any) -> Any:
@@ -232,4 +232,36 @@ def plot_coefficients(res: Any, variants: Sequence[Any] = ("iid", "CV1", "CV2", 
     ax.set_xlabel(f"estimate with {_pct(1 - alpha)} confidence interval")
     ax.set_title("Coefficients by variance estimator")
     ax.legend(title="variance", fontsize="small")
+    return ax
+
+
+def plot_certify(table: Any, ax: Any = None, x: str = "G") -> Any:
+    """Rejection rate against G (or another numeric column, ``x``) per method, with the Monte
+    Carlo intervals as error bars and the nominal alpha as a dashed line.
+
+    Parameters
+    ----------
+    table : CertifyTable
+        From :func:`crve.certify` (or a slice of it with the same columns).
+    """
+    needed = {x, "method", "rejection_rate", "mc_ci_low", "mc_ci_high"}
+    missing = needed - set(table.columns)
+    if missing:
+        raise ValueError(f"the table lacks column(s) {sorted(missing)} needed for the plot")
+    ax = _axes(ax)
+    alpha = table.attrs.get("alpha")
+    for method in dict.fromkeys(table["method"]):
+        t = table[table["method"] == method].sort_values(x)
+        rate = t["rejection_rate"].to_numpy(dtype=float)
+        err = np.vstack([rate - t["mc_ci_low"].to_numpy(dtype=float), t["mc_ci_high"].to_numpy(dtype=float) - rate])
+        ax.errorbar(t[x].to_numpy(), rate, yerr=err, marker="o", capsize=3, label=str(method))
+    if alpha is not None:
+        ax.axhline(alpha, color="black", linestyle="--", linewidth=1, label=f"nominal {alpha:g}")
+    ax.set_xlabel("number of clusters G" if x == "G" else x)
+    ax.set_ylabel("rejection rate under H0")
+    design = table.attrs.get("design")
+    reps = table.attrs.get("reps")
+    if design:
+        ax.set_title(f"{design}: measured size" + (f" ({reps:,} replications per point)" if reps else ""))
+    ax.legend(fontsize="small")
     return ax

@@ -219,6 +219,8 @@ def result_report(res: Any, alpha: float = 0.05) -> Report:
                      "clusters the effective number of clusters is smaller than G")
     if res.variant == "iid" and not res._singletons and G > 1:
         notes.append("iid standard errors ignore the clustering; use a CV variant for inference")
+    if not res._singletons and G > 1:
+        notes += res.diagnostics(jackknife=False).alarms  # only what is alarming (res.diagnostics() has all)
     return Report("OLS with cluster-robust inference" if clustered else "OLS", facts, coef_table(res, alpha), notes)
 
 

@@ -351,6 +351,14 @@ class Result:
             out.append((r.variant if r.variant == "iid" or r.dof_rule == "N-K" else f"{r.variant} ({r.dof_rule})", r))
         return out
 
+    def diagnostics(self, *, jackknife: bool = True) -> Any:
+        """Design diagnostics from the cluster statistics (:class:`crve.diagnostics.Diagnostics`):
+        ICCs, Moulton factors, cluster sizes, treated clusters, leverage, partial leverage,
+        leave-one-cluster-out estimates (``jackknife=False`` skips them) and G*(rho)."""
+        from .diagnostics import Diagnostics
+
+        return Diagnostics(self, jackknife=jackknife)
+
     # -- tests --------------------------------------------------------------------------
     def _restriction(self, R: Any, r: Any) -> tuple[np.ndarray, np.ndarray]:
         return check_restriction(R, r, len(self._params))
