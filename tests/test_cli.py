@@ -120,3 +120,35 @@ def test_console_script_and_module_entry(data_files):
     if os.path.exists(exe):
         r = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and crve.__version__ in r.stdout
+
+
+def test_fit_with_diagnostics(data_files, capsys):
+    rc, out, _ = run(capsys, "fit", data_files["csv"], "-f", "G3 ~ absences", "-c", "school", "--diagnostics")
+    assert rc == 0 and "Cluster design diagnostics" in out and "Residual ICC" in out
+    rc, out, _ = run(capsys, "fit", data_files["csv"], "-f", "G3 ~ absences", "-c", "school", "--diagnostics", "--json")
+    d = json.loads(out)["diagnostics"]
+    res = crve.ols("G3 ~ absences", data_files["df"], cluster="school")
+    assert d["icc_residual"] == pytest.approx(res.diagnostics().icc_residual)
+    assert [t["term"] for t in d["terms"]] == ["Intercept", "absences"]
+    rc, _, err = run(capsys, "fit", data_files["csv"], "-f", "G3 ~ absences", "--diagnostics")
+    assert rc == 1 and "--diagnostics describes clusters" in err
+
+
+def test_certify_command(tmp_path, capsys):
+    png, csv = str(tmp_path / "size.png"), str(tmp_path / "size.csv")
+    args = ["certify", "--G", "4", "8", "--mean-size", "5", "--methods", "naive", "CV1", "--reps", "40",
+            "--seed", "2", "--workers", "1"]
+    rc, out, _ = run(capsys, *args, "--csv", csv)
+    assert rc == 0 and "cluster-randomized: 40 replications per cell" in out and "verdict" in out
+    table = pd.read_csv(csv)
+    direct = crve.certify(G=[4, 8], mean_size=5, methods=["naive", "CV1"], reps=40, seed=2, workers=1, progress=False)
+    np.testing.assert_allclose(table.rejection_rate, direct.rejection_rate)
+    rc, out, _ = run(capsys, *args, "--json")
+    assert [r["method"] for r in json.loads(out)] == ["naive", "CV1", "naive", "CV1"]
+    rc, out, _ = run(capsys, *args, "--markdown")
+    assert out.startswith("| G | icc |") and out.count("\n") == 6
+    pytest.importorskip("matplotlib")
+    rc, _, _ = run(capsys, *args, "--plot", png)
+    assert rc == 0 and os.path.getsize(png) > 1000
+    rc, _, err = run(capsys, "certify", "--G", "1", "--reps", "5")
+    assert rc == 1 and "every G must be an int >= 2" in err

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import doctest
 import glob
+import importlib
 import os
 import re
 import subprocess
@@ -22,8 +23,10 @@ README = os.path.join(ROOT, "README.md")
 PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
-@pytest.mark.parametrize("module", [crve, crve.api, crve.stats, crve.formula, crve.results, crve.datasets])
-def test_doctests(module):
+@pytest.mark.parametrize("name", ["crve", "crve.api", "crve.stats", "crve.formula", "crve.results", "crve.datasets",
+                                  "crve.diagnostics", "crve.simulate", "crve.certify"])
+def test_doctests(name):
+    module = importlib.import_module(name)  # (crve.certify the attribute is the function)
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
@@ -59,7 +62,7 @@ def README_SUMMARY() -> list[str]:
 
 
 def test_docs_pages_exist():
-    assert {os.path.basename(p) for p in PAGES} >= {"tutorial.md", "bootstrap.md", "cli.md"}
+    assert {os.path.basename(p) for p in PAGES} >= {"tutorial.md", "bootstrap.md", "cli.md", "diagnostics.md"}
 
 
 @pytest.mark.parametrize("page", PAGES, ids=os.path.basename)
@@ -81,6 +84,21 @@ def test_docs_page_runs(page, tmp_path, monkeypatch, capsys):
             for line in code.strip().splitlines():
                 r = subprocess.run(line, shell=True, capture_output=True, text=True, env=env, timeout=300)
                 assert r.returncode == 0, f"{line}\n{r.stderr}"
+    if os.path.basename(page) == "diagnostics.md":
+        _check_sweep_table(page, namespace["sweep"])
+
+
+def _check_sweep_table(page, sweep):
+    """The size table written in docs/diagnostics.md is what the page's own run measures."""
+    with open(page) as fh:
+        rows = re.findall(r"^\| (\d+) \| ([\d. |]+)\|$", fh.read(), flags=re.M)
+    assert len(rows) == 5
+    methods = ["CV1-normal", "CV1", "CV2-satterthwaite", "CV3", "WCR-webb"]
+    rate = sweep.set_index(["G", "method"]).rejection_rate
+    for G, cells in rows:
+        written = [float(c) for c in cells.split("|")]
+        measured = [float(rate[int(G), m]) for m in methods]
+        assert written == pytest.approx(measured, abs=5.01e-4), (G, written, measured)  # 3 decimals
 
 
 def test_demo_runs(capsys):

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "crve/bootstrap.hpp"
+#include "crve/diagnostics.hpp"
 #include "crve/estimators.hpp"
 #include "crve/model.hpp"
 #include "crve/stats.hpp"
@@ -143,6 +144,31 @@ static void test_bootstrap(const Data& d, const Model& m) {
   }
 }
 
+static void test_diagnostics(const Data& d, const Model& m) {
+  // Leverage tr(X_g'X_g A) and the jackknife beta_(g) - beta by refitting without cluster g.
+  const index_t K = m.K, N = d.X.rows();
+  const ClusterDiagnostics diag = cluster_diagnostics(m, true, 2);
+  const MatrixXd A = (d.X.transpose() * d.X).inverse();
+  const VectorXd b = A * d.X.transpose() * d.y;
+  VectorXd lev(d.G);
+  MatrixXd loo(d.G, K);
+  for (index_t h = 0; h < d.G; ++h) {
+    MatrixXd Ch = MatrixXd::Zero(K, K);
+    VectorXd bh = VectorXd::Zero(K);
+    for (index_t i = 0; i < N; ++i)
+      if (d.g[i] == h) {
+        Ch += d.X.row(i).transpose() * d.X.row(i);
+        bh += d.X.row(i).transpose() * d.y[i];
+      }
+    lev[h] = (Ch * A).trace();
+    const MatrixXd Cm = d.X.transpose() * d.X - Ch;
+    loo.row(h) = (Cm.ldlt().solve(d.X.transpose() * d.y - bh) - b).transpose();
+  }
+  CHECK_CLOSE(MatrixXd(diag.leverage), MatrixXd(lev), 1e-10, "cluster leverage");
+  CHECK_CLOSE(diag.loo, loo, 1e-9, "jackknife beta_(g) - beta");
+  CHECK_CLOSE(MatrixXd(diag.partial.colwise().sum()), MatrixXd::Ones(1, K), 1e-12, "partial leverages sum to 1");
+}
+
 int main() {
   const Data d = make_data(42, 400, 4, 23);
   const ClusterStats whole = stats_of(d, 0, 400, 2);
@@ -173,6 +199,7 @@ int main() {
   std::printf("%s CV2 identical on 1 and 4 threads\n", same_cov ? "ok  " : "FAIL");
   failures += !same_cov;
   test_bootstrap(d, m);
+  test_diagnostics(d, m);
   std::printf("%d failed\n", failures);
   return failures == 0 ? 0 : 1;
 }

@@ -3,7 +3,10 @@
 ``crve demo``  simulates a cluster-randomised experiment and prints naive vs cluster-robust
                inference and the wild cluster bootstrap (the default when no command is given).
 ``crve fit``   fits a formula to a CSV or Parquet file: ``crve fit data.parquet --formula
-               "y ~ x" --cluster g [--vcov CV2] [--bootstrap x --B 9999 --seed 1] [--json]``.
+               "y ~ x" --cluster g [--vcov CV2] [--bootstrap x --B 9999 --seed 1] [--diagnostics]
+               [--json]``.
+``crve certify`` measures the size of inference methods on simulated A/A designs:
+               ``crve certify --G 5 10 20 --icc 0.02 --mean-size 36 --reps 2000 [--plot size.png]``.
 
 Errors are one line on stderr (no traceback) with exit code 1; usage errors exit with 2.
 """
@@ -37,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
 
             warnings.simplefilter("ignore", CrveWarning)  # reported in the output's notes instead
             return args.run(args)
+    except BrokenPipeError:  # `crve ... | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (ValueError, TypeError, OSError, ImportError, KeyError) as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"crve: error: {msg}", file=sys.stderr)
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="crve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"crve {__version__}")
-    sub = ap.add_subparsers(title="commands", metavar="{demo,fit}")
+    sub = ap.add_subparsers(title="commands", metavar="{demo,fit,certify}")
 
     d = sub.add_parser("demo", help="simulate a cluster-randomised experiment; naive vs robust vs bootstrap",
                        description="Simulates G schools with a school-level treatment (true effect 0) and intraclass "
@@ -79,11 +85,36 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", default="rademacher", help="rademacher (default), webb, mammen, normal")
     f.add_argument("--bootstrap-type", default="11", help="11 (default), 13, 31, 33")
     f.add_argument("--threads", type=int, default=None)
+    f.add_argument("--diagnostics", action="store_true",
+                   help="also report design diagnostics (ICCs, Moulton factors, G*, treated clusters)")
     out = f.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="machine-readable results on stdout")
     out.add_argument("--markdown", action="store_true", help="Markdown tables")
     out.add_argument("--latex", action="store_true", help="a LaTeX table")
     f.set_defaults(run=_fit)
+
+    from .certify import DEFAULT_METHODS, DESIGNS
+
+    c = sub.add_parser("certify", help="measure the size of inference methods on simulated A/A designs",
+                       description="Simulates A/A experiments (no effect) and reports each method's rejection rate "
+                                   "with a Monte Carlo interval, SE ratio, Moulton prediction, coverage and verdict.")
+    c.add_argument("--design", default="cluster-randomized", choices=list(DESIGNS))
+    c.add_argument("--G", type=int, nargs="+", default=[5, 10, 20, 30, 50], help="numbers of clusters")
+    c.add_argument("--icc", type=float, nargs="+", default=[0.02], help="error intraclass correlation(s)")
+    c.add_argument("--mean-size", type=int, nargs="+", default=[36], help="rows per cluster")
+    c.add_argument("--treated", type=int, default=None, help="treated clusters (cluster-randomized)")
+    c.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    c.add_argument("--reps", type=int, default=2000)
+    c.add_argument("--alpha", type=float, default=0.05)
+    c.add_argument("--B", type=int, default=399, help="draws per wild bootstrap (default 399)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    c.add_argument("--plot", metavar="PNG", help="save the rejection-rate plot (needs matplotlib)")
+    c.add_argument("--csv", metavar="FILE", help="write the table as CSV")
+    c_out = c.add_mutually_exclusive_group()
+    c_out.add_argument("--json", action="store_true", help="the table as JSON records")
+    c_out.add_argument("--markdown", action="store_true", help="the table as Markdown")
+    c.set_defaults(run=_certify)
     return ap
 
 
@@ -192,10 +223,16 @@ def _fit(a: argparse.Namespace) -> int:
     if a.bootstrap:
         bt = res.wild_bootstrap(a.bootstrap, h0=a.h0, B=a.B, seed=a.seed, weights=a.weights,
                                 bootstrap_type=a.bootstrap_type, level=1 - a.alpha, threads=a.threads)
+    diag = None
+    if a.diagnostics:
+        if res._singletons:
+            raise ValueError("--diagnostics describes clusters: give --cluster")
+        diag = res.diagnostics()
     if a.json:
-        print(json.dumps(_as_json(res, bt, a.alpha), indent=2, allow_nan=False))
+        print(json.dumps(_as_json(res, bt, a.alpha, diag), indent=2, allow_nan=False))
         return 0
-    reports = [res.summary(a.alpha)] + ([bt.summary()] if bt is not None else [])
+    reports = [res.summary(a.alpha)] + ([bt.summary()] if bt is not None else []) + \
+        ([diag.summary()] if diag is not None else [])
     if a.markdown:
         print("\n".join(r.to_markdown() for r in reports))
     elif a.latex:
@@ -205,13 +242,49 @@ def _fit(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- certify ----------------------------------------------------------------------------------
+def _certify(a: argparse.Namespace) -> int:
+    from .certify import certify
+
+    table = certify(design=a.design, G=a.G, icc=a.icc, mean_size=a.mean_size, methods=a.methods, reps=a.reps,
+                    alpha=a.alpha, seed=a.seed, treated=a.treated, B=a.B, workers=a.workers,
+                    progress=None if not (a.json or a.markdown) else False)
+    if a.csv:
+        table.to_csv(a.csv, index=False)
+    if a.plot:
+        ax = table.plot()
+        ax.figure.savefig(a.plot, dpi=100, bbox_inches="tight")
+    cols = ["G", "icc", "mean_size", "method", "rejection_rate", "mc_ci_low", "mc_ci_high", "se_ratio", "moulton",
+            "coverage", "verdict"]
+    if a.json:
+        recs = [{k: (v if isinstance(v, str) else _finite(v)) for k, v in r.items()} for r in table.to_dict("records")]
+        print(json.dumps(recs, indent=2, allow_nan=False))
+    elif a.markdown:
+        print(_markdown(table[cols]))
+    else:
+        import pandas as pd
+
+        with pd.option_context("display.width", 200, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
+            print(f"{a.design}: {a.reps} replications per cell, alpha {a.alpha:g}, seed {a.seed}")
+            print(table[cols].to_string(index=False))
+    return 0
+
+
+def _markdown(df: Any) -> str:
+    cell = lambda v: v if isinstance(v, str) else ("" if not math.isfinite(v) else f"{v:.4g}")  # noqa: E731
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
+             "|" + "|".join("---:" if df[c].dtype.kind in "fiu" else ":---" for c in df.columns) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def _finite(x: Any) -> Any:
     """JSON has no inf/NaN: non-finite numbers become null."""
     x = float(x)
     return x if math.isfinite(x) else None
 
 
-def _as_json(res: Any, bt: Any, alpha: float) -> dict:
+def _as_json(res: Any, bt: Any, alpha: float, diag: Any = None) -> dict:
     tidy = res.tidy(alpha)
     out = {
         "crve_version": __version__, "formula": res.formula, "dependent_variable": res.depvar,
@@ -221,8 +294,18 @@ def _as_json(res: Any, bt: Any, alpha: float) -> dict:
         "r_squared": _finite(res.rsquared), "alpha": alpha,
         "coefficients": [{k: (v if isinstance(v, str) else _finite(v)) for k, v in row.items()}
                          for row in tidy.to_dict(orient="records")],
-        "notes": list(res.notes),
+        "notes": list(res.notes) + (res.diagnostics(jackknife=False).alarms if not res._singletons
+                                    and res.n_clusters > 1 else []),
     }
+    if diag is not None:
+        gstar = diag.effective_clusters()
+        out["diagnostics"] = {
+            "icc_residual": _finite(diag.icc_residual), "cluster_sizes": diag.size_summary,
+            "terms": [{"term": t, "icc": _finite(diag.icc[t]), "moulton": _finite(diag.moulton[t]),
+                       "se_ratio": _finite(diag.se_ratio[t]), "gstar": {str(r): _finite(gstar.loc[t, r]) for r in gstar}}
+                      for t in diag.names],
+            "treated": [{"term": t, "treated": int(r.treated), "control": int(r.control)}
+                        for t, r in diag.treated.iterrows()]}
     if bt is not None:
         out["bootstrap"] = {
             "term": bt.param, "h0": bt.h0, "statistic": _finite(bt.t_stat), "pvalue": _finite(bt.pvalue),
