@@ -125,20 +125,43 @@ constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clu
 inline index_t padded(index_t P) { return (P + 3) / 4 * 4; }
 
 // Fills rows of the block Z from raw rows (x - m, 1, y - m_y); padding columns stay zero.
+// X held as one 2-D array (the usual case) is read through a single row pointer, with two
+// prefetches per row; separate columns go through their own pointers.
 struct RowGather {
   const MatrixView& X;
   const VectorView& y;
   const double* shift;
   index_t K, PP;
+  index_t rs = 0, cs = 0;  // row and column strides when X.uniform()
+  bool uniform = false;
+  RowGather(const MatrixView& X_, const VectorView& y_, const double* shift_, index_t K_, index_t PP_)
+      : X(X_), y(y_), shift(shift_), K(K_), PP(PP_) {
+    uniform = X.uniform(rs, cs);
+  }
   void operator()(index_t i, double* z) const {
-    const double* const* col = X.col.data();
-    const index_t* stride = X.stride.data();
-    for (index_t k = 0; k < K; ++k) z[k] = col[k][i * stride[k]] - shift[k];
+    if (uniform) {
+      const double* row = X.col[0] + i * rs;
+      if (cs == 1) {
+        for (index_t k = 0; k < K; ++k) z[k] = row[k] - shift[k];
+      } else {
+        for (index_t k = 0; k < K; ++k) z[k] = row[k * cs] - shift[k];
+      }
+    } else {
+      const double* const* col = X.col.data();
+      const index_t* stride = X.stride.data();
+      for (index_t k = 0; k < K; ++k) z[k] = col[k][i * stride[k]] - shift[k];
+    }
     z[K] = 1.0;
     z[K + 1] = y[i] - shift[K];
   }
   void prefetch(index_t i) const {  // the rows of a cluster are scattered: hide DRAM latency
-    for (index_t k = 0; k < K; ++k) __builtin_prefetch(X.col[k] + i * X.stride[k]);
+    if (uniform && cs == 1) {
+      const char* p = reinterpret_cast<const char*>(X.col[0] + i * rs);
+      __builtin_prefetch(p);
+      __builtin_prefetch(p + 64);
+    } else {
+      for (index_t k = 0; k < K; ++k) __builtin_prefetch(X.col[k] + i * X.stride[k]);
+    }
     __builtin_prefetch(y.data + i * y.stride);
   }
 };

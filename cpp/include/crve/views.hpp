@@ -29,6 +29,16 @@ struct MatrixView {
     }
     return v;
   }
+  /// True when the columns are one 2-D array: the same row stride and equally spaced bases
+  /// (col[k] = col[0] + k * col_stride). Row-wise readers then walk one row pointer.
+  bool uniform(index_t& row_stride, index_t& col_stride) const {
+    if (cols == 0) return false;
+    row_stride = stride[0];
+    col_stride = cols > 1 ? col[1] - col[0] : 1;
+    for (index_t k = 0; k < cols; ++k)
+      if (stride[k] != row_stride || col[k] != col[0] + k * col_stride) return false;
+    return row_stride != 0;
+  }
   /// Appends a column with `rows` entries at element stride `s`.
   void add_column(const double* data, index_t s) {
     col.push_back(data);
