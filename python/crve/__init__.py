@@ -14,11 +14,11 @@ One pass over the rows builds per-cluster statistics (:class:`ClusterStats`); ev
 """
 from ._version import __version__
 from .api import cluster_robust
-from . import datasets, diagnostics, simulate
+from . import datasets, diagnostics, simulate, sums
 from .bootstrap import WildBootstrapResult, wild_cluster_bootstrap
 from .certify import certify
 from .formula import ols
 from .results import ContrastTest, CrveWarning, Result, WaldTest
 from .stats import ClusterStats
 
-__all__ = ["__version__", "ols", "certify", "simulate", "diagnostics", "datasets", "cluster_robust", "wild_cluster_bootstrap", "WildBootstrapResult", "ClusterStats", "Result", "WaldTest", "ContrastTest", "CrveWarning"]
+__all__ = ["__version__", "ols", "certify", "simulate", "diagnostics", "datasets", "sums", "cluster_robust", "wild_cluster_bootstrap", "WildBootstrapResult", "ClusterStats", "Result", "WaldTest", "ContrastTest", "CrveWarning"]

@@ -53,6 +53,85 @@ class ClusterStats:
         return cls._build(d, threads)
 
     @classmethod
+    def from_sums(cls, n: Any, sum_x: Any, sum_y: Any, xx: Any, xy: Any, yy: Any, *, centre: Any = None,
+                  labels: Any = None, names: Sequence[str] | None = None, intercept: bool = False) -> "ClusterStats":
+        """Statistics from per-cluster sums computed elsewhere (SQL, Spark, DuckDB; the format
+        is documented in :mod:`crve.sums`).
+
+        ``n`` (G), ``sum_x`` (G x K), ``sum_y`` (G), ``xx`` (G x K(K+1)/2 packed, or G x K x K),
+        ``xy`` (G x K), ``yy`` (G): sums over each cluster's rows of the centred columns
+        ``x - centre[:K]`` and ``y - centre[K]`` (``centre=None``: no centring). ``labels``
+        name the clusters (default 0..G-1; rows with equal labels are added, so per-shard sums
+        may be passed as they are). ``intercept=True`` adds a constant column "Intercept" first.
+        """
+        import pandas as pd
+
+        def arr(a: Any, what: str, ndim: int) -> np.ndarray:
+            out = np.asarray(a, dtype=float)
+            if out.ndim != ndim:
+                raise ValueError(f"{what} must be {ndim}-D; got shape {out.shape}")
+            if not np.isfinite(out).all():
+                raise ValueError(f"{what} has non-finite values in {int((~np.isfinite(out)).sum())} entries")
+            return out
+
+        n_, sx, sy, sxy, syy = arr(n, "n", 1), arr(sum_x, "sum_x", 2), arr(sum_y, "sum_y", 1), arr(xy, "xy", 2), \
+            arr(yy, "yy", 1)
+        G, K = sx.shape
+        xx_ = np.asarray(xx, dtype=float)
+        if xx_.ndim == 3:
+            if xx_.shape != (G, K, K):
+                raise ValueError(f"xx must be G x K x K = {G} x {K} x {K}; got {xx_.shape}")
+            rows, cols = np.tril_indices(K)
+            xx_ = xx_[:, rows, cols]
+        xx_ = arr(xx_, "xx", 2)
+        for what, a, shape in [("n", n_, (G,)), ("sum_y", sy, (G,)), ("xx", xx_, (G, K * (K + 1) // 2)),
+                               ("xy", sxy, (G, K)), ("yy", syy, (G,))]:
+            if a.shape != shape:
+                raise ValueError(f"{what} must have shape {shape} (G = {G} clusters, K = {K} columns); got {a.shape}")
+        if np.any(n_ < 1) or np.any(n_ != np.round(n_)):
+            raise ValueError("n must hold whole row counts of at least 1 per cluster")
+        c = np.zeros(K + 1) if centre is None else np.asarray(centre, dtype=float)
+        if c.shape != (K + 1,) or not np.isfinite(c).all():
+            raise ValueError(f"centre must hold K + 1 = {K + 1} finite values (x columns, then y); got {np.shape(centre)}")
+        if names is None:
+            names = [f"x{k}" for k in range(K)]
+        names = list(names)
+        if len(names) != K:
+            raise ValueError(f"names has {len(names)} entries for {K} x columns")
+        if intercept:  # a constant column: zero centred sums, centre 1
+            zeros = np.zeros((G, 1))
+            sx = np.hstack([zeros, sx])
+            sxy = np.hstack([zeros, sxy])
+            full = np.zeros((G, K + 1, K + 1))
+            r, q = np.tril_indices(K)
+            full[:, r + 1, q + 1] = xx_
+            rows, cols = np.tril_indices(K + 1)
+            xx_ = full[:, rows, cols]
+            c = np.concatenate([[1.0], c])
+            names = ["Intercept"] + names
+            K += 1
+        P = K + 2
+        packed = np.zeros((G, P * (P + 1) // 2))
+        rows, cols = np.tril_indices(K)
+        packed[:, rows * (rows + 1) // 2 + cols] = xx_
+        packed[:, K * (K + 1) // 2 + np.arange(K)] = sx
+        packed[:, K * (K + 1) // 2 + K] = n_
+        base = (K + 1) * (K + 2) // 2
+        packed[:, base + np.arange(K)] = sxy
+        packed[:, base + K] = sy
+        packed[:, base + K + 1] = syy
+        lab = np.arange(G) if labels is None else np.asarray(labels)
+        if lab.shape != (G,):
+            raise ValueError(f"labels must have {G} entries; got shape {lab.shape}")
+        index = pd.Index(lab)
+        if not index.is_unique:  # per-shard sums of the same cluster: add them
+            codes, uniq = pd.factorize(index)
+            merged = np.zeros((len(uniq), packed.shape[1]))
+            np.add.at(merged, codes, packed)
+            packed, lab = merged, np.asarray(uniq)
+        return cls(_core.ClusterStats(K, list(c), packed), lab, names)
+
+    @classmethod
     def _build(cls, d: Design, threads: int | None) -> "ClusterStats":
         core = _core.build_stats(d.y, core_matrix(d.X), np.ascontiguousarray(d.codes), d.n_slots, _threads(threads))
         counts = core.counts
