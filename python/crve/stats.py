@@ -35,6 +35,9 @@ class ClusterStats:
     Memory is O(G K^2) whatever the number of rows.
     """
 
+    n_dropped = 0      # rows dropped for missing values (streaming constructors)
+    dropped_by: dict = {}
+
     def __init__(self, core: Any, labels: np.ndarray, names: Sequence[str]):
         self._core = core
         self.labels = np.asarray(labels)
@@ -51,6 +54,30 @@ class ClusterStats:
             d.labels = np.arange(d.X.shape[0])
             d.n_slots = d.X.shape[0]
         return cls._build(d, threads)
+
+    @classmethod
+    def from_parquet(cls, source: Any, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
+                     batch_size: int = 262_144, threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
+        """Stream a Parquet file, directory or ``pyarrow.dataset.Dataset`` in record batches of
+        ``batch_size`` rows (only the used columns are read); memory is one batch plus
+        O(G K^2). Rows with a missing value are dropped and counted (``n_dropped``,
+        ``dropped_by``). ``intercept=True`` adds a constant column "Intercept" first."""
+        from .stream import from_batches, parquet_batches
+
+        batches, rows = parquet_batches(source, [y, *x, cluster], int(batch_size))
+        return from_batches(batches, y, x, cluster, intercept=intercept, total_rows=rows, threads=threads,
+                            progress=progress)
+
+    @classmethod
+    def from_csv(cls, path: str, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
+                 block_bytes: int = 16 << 20, delimiter: str = ",", threads: int | None = None,
+                 progress: bool | None = None) -> "ClusterStats":
+        """Stream a CSV file ``block_bytes`` at a time (pyarrow's CSV reader); otherwise as
+        :meth:`from_parquet`."""
+        from .stream import csv_batches, from_batches
+
+        batches, _ = csv_batches(path, [y, *x, cluster], int(block_bytes), delimiter)
+        return from_batches(batches, y, x, cluster, intercept=intercept, threads=threads, progress=progress)
 
     @classmethod
     def from_sums(cls, n: Any, sum_x: Any, sum_y: Any, xx: Any, xy: Any, yy: Any, *, centre: Any = None,

@@ -1,0 +1,100 @@
+"""Streaming Parquet / CSV: the same statistics as the in-memory path, memory bounded by a batch."""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crve
+
+pa = pytest.importorskip("pyarrow")
+import pyarrow.parquet as pq  # noqa: E402
+
+
+def _frame(N=200_000, G=500, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, G, N)  # rows in random order: every cluster spans many batches
+    df = pd.DataFrame({"school": np.array([f"s{i:04d}" for i in range(G)], dtype=object)[g],
+                       "x1": rng.normal(size=N) + 50.0, "x2": rng.normal(size=G)[g] + rng.normal(size=N),
+                       "k": rng.integers(0, 5, N)})
+    df["y"] = 1 + 0.5 * df.x1 - df.x2 + 0.1 * df.k + rng.normal(size=G)[g] + rng.normal(size=N)
+    return df
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+@pytest.fixture(scope="module")
+def parquet_file(tmp_path_factory):
+    df = _frame()
+    path = tmp_path_factory.mktemp("stream") / "big.parquet"
+    df.to_parquet(path, row_group_size=20_000)
+    return path, df
+
+
+def test_parquet_equals_in_memory_and_memory_is_bounded(parquet_file):
+    path, df = parquet_file
+    batch = 2_000  # the file holds 100 batches
+    pool = pa.default_memory_pool()
+    tracemalloc.start()
+    stats = crve.ClusterStats.from_parquet(path, y="y", x=["x1", "x2", "k"], cluster="school", batch_size=batch)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    ref = crve.ols("y ~ x1 + x2 + k", df, cluster="school")
+    assert stats.nobs == len(df) and stats.n_clusters == 500
+    for v in ("CV1", "CV2", "CV3"):
+        fit = stats.fit(v)
+        assert _rel(fit.params, ref.params) < 1e-12
+        assert _rel(fit.bse, ref.with_variant(v).bse) < 1e-12
+    in_memory = len(df) * 5 * 8  # the used columns as float64: 8 MB
+    assert peak < in_memory / 4, f"numpy peak {peak / 1e6:.1f} MB"
+    assert pool.max_memory() < 64e6  # arrow's own pool (row groups are decoded whole)
+
+
+def test_parquet_dataset_directory(parquet_file, tmp_path):
+    _, df = parquet_file
+    for i in range(3):
+        df.iloc[i * 10_000:(i + 1) * 10_000].to_parquet(tmp_path / f"part{i}.parquet")
+    stats = crve.ClusterStats.from_parquet(tmp_path, y="y", x=["x1"], cluster="school", batch_size=4096)
+    ref = crve.ols("y ~ x1", df.iloc[:30_000], cluster="school")
+    assert _rel(stats.fit().bse, ref.bse) < 1e-12
+
+
+def test_missing_values_are_dropped_and_counted(tmp_path):
+    df = _frame(N=5000, G=40)
+    df.loc[[1, 2, 3], "x1"] = np.nan
+    df.loc[[3, 9], "y"] = np.nan
+    df.loc[[11], "school"] = None
+    path = tmp_path / "m.parquet"
+    df.to_parquet(path)
+    stats = crve.ClusterStats.from_parquet(path, y="y", x=["x1"], cluster="school", batch_size=700)
+    assert stats.n_dropped == 5 and stats.dropped_by == {"y": 2, "x1": 3, "school": 1}
+    ref = crve.ols("y ~ x1", df, cluster="school")
+    assert ref.n_dropped == 5 and _rel(stats.fit().bse, ref.bse) < 1e-12
+
+
+def test_csv_stream(tmp_path):
+    df = _frame(N=20_000, G=60, seed=2)
+    df.loc[5, "x2"] = np.nan
+    path = tmp_path / "d.csv"
+    df.to_csv(path, index=False)
+    stats = crve.ClusterStats.from_csv(str(path), y="y", x=["x1", "x2"], cluster="school", block_bytes=64 << 10)
+    ref = crve.ols("y ~ x1 + x2", df, cluster="school")
+    assert stats.nobs == ref.nobs and stats.n_dropped == 1
+    assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-10  # CSV text round-trips to 1e-15
+
+
+def test_stream_errors(parquet_file, tmp_path):
+    path, _ = parquet_file
+    with pytest.raises(ValueError, match="column 'x9' is not in the Parquet data"):
+        crve.ClusterStats.from_parquet(path, y="y", x=["x9"], cluster="school")
+    with pytest.raises(ValueError, match="column 'school' must be numeric"):
+        crve.ClusterStats.from_parquet(path, y="y", x=["school"], cluster="k")
+    empty = tmp_path / "e.parquet"
+    pd.DataFrame({"y": [np.nan], "x": [1.0], "g": [1]}).to_parquet(empty)
+    with pytest.raises(ValueError, match="no rows left"):
+        crve.ClusterStats.from_parquet(empty, y="y", x=["x"], cluster="g")
