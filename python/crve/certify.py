@@ -105,9 +105,15 @@ def _replications(dgp: ClusteredDGP, methods: Sequence[_Method], h0: float, alph
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CrveWarning)
             base = cluster_robust(y, X, codes, variant="CV1", threads=1)
+            iid = base._with("iid", "N-K")
             for j, meth in enumerate(methods):
                 if meth.kind is None:
-                    r = base if (meth.variant == "CV1" and meth.dof in ("auto", "G-1")) else base._with(meth.variant, meth.dof)
+                    if meth.variant == "CV1" and meth.dof in ("auto", "G-1"):
+                        r = base
+                    elif meth.variant == "iid" and meth.dof == "N-K":
+                        r = iid
+                    else:
+                        r = base._with(meth.variant, meth.dof)
                     b, se, df = r._params[1], np.sqrt(r._cov[1, 1]), r._df[1]
                     crit = sps.t.ppf(1 - alpha / 2, df)
                     reject[i, j] = abs(b - h0) > crit * se
@@ -119,7 +125,6 @@ def _replications(dgp: ClusteredDGP, methods: Sequence[_Method], h0: float, alph
                                              conf_int=False, progress=False, threads=1)
                     reject[i, j] = bt.pvalue < alpha
                     cover[i, j] = (bt.pvalue if beta == h0 else bt.pvalue_at(beta)) >= alpha
-            iid = base._with("iid", "N-K")
             se_ratio[i] /= np.sqrt(iid._cov[1, 1])
     return {"cell": cell, "reject": reject.sum(0), "cover": cover.sum(0), "se_ratio": np.nansum(se_ratio, 0),
             "icc_x": np.nansum(icc_x), "n_icc": int(np.isfinite(icc_x).sum()), "sizes_mean": sizes_mean.sum(),

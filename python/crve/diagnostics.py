@@ -110,7 +110,6 @@ class Diagnostics:
             raise ValueError("diagnostics describe clusters; this fit has none (every row its own cluster). "
                              "Fit with clusters=... (or cluster=... in crve.ols)")
         stats, model = res._stats, res._model
-        self._res = res
         self.names = list(res.names)
         self.variant = res.variant
         K, G = len(self.names), stats.n_clusters
