@@ -23,7 +23,7 @@ README = os.path.join(ROOT, "README.md")
 PAGES = sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))
 
 
-@pytest.mark.parametrize("name", ["crve", "crve.api", "crve.stats", "crve.formula", "crve.results", "crve.datasets", "crve.sums", "crve.stream",
+@pytest.mark.parametrize("name", ["crve", "crve.api", "crve.stats", "crve.formula", "crve.results", "crve.datasets", "crve.sums", "crve.stream", "crve.dask",
                                   "crve.diagnostics", "crve.simulate", "crve.certify"])
 def test_doctests(name):
     module = importlib.import_module(name)  # (crve.certify the attribute is the function)

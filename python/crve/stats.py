@@ -80,6 +80,15 @@ class ClusterStats:
         return from_batches(batches, y, x, cluster, intercept=intercept, threads=threads, progress=progress)
 
     @classmethod
+    def from_dask(cls, ddf: Any, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
+                  split_every: int = 8) -> "ClusterStats":
+        """Statistics of a Dask DataFrame, built on the workers and added in a tree
+        (:func:`crve.dask.cluster_stats`)."""
+        from .dask import cluster_stats
+
+        return cluster_stats(ddf, y=y, x=x, cluster=cluster, intercept=intercept, split_every=split_every)
+
+    @classmethod
     def from_sums(cls, n: Any, sum_x: Any, sum_y: Any, xx: Any, xy: Any, yy: Any, *, centre: Any = None,
                   labels: Any = None, names: Sequence[str] | None = None, intercept: bool = False) -> "ClusterStats":
         """Statistics from per-cluster sums computed elsewhere (SQL, Spark, DuckDB; the format
@@ -219,7 +228,11 @@ class ClusterStats:
         core = _core.ClusterStats(self.K, list(self._core.shift), empty)
         core.add(self._core, pos_self)
         core.add(other._core, pos_other)
-        return ClusterStats(core, np.asarray(union), self.names)
+        out = ClusterStats(core, np.asarray(union), self.names)
+        out.n_dropped = self.n_dropped + other.n_dropped
+        out.dropped_by = {c: self.dropped_by.get(c, 0) + other.dropped_by.get(c, 0)
+                          for c in dict.fromkeys([*self.dropped_by, *other.dropped_by])}
+        return out
 
     def __radd__(self, other: Any) -> "ClusterStats":
         if isinstance(other, int) and other == 0:  # sum([...])
@@ -229,12 +242,14 @@ class ClusterStats:
     # -- pickling (Dask, multiprocessing): K, shift, packed lower triangles, labels ---------
     def __getstate__(self) -> dict:
         return {"K": self.K, "shift": list(self._core.shift), "packed": np.array(self._core.packed),
-                "labels": self.labels, "names": self.names}
+                "labels": self.labels, "names": self.names, "n_dropped": self.n_dropped, "dropped_by": self.dropped_by}
 
     def __setstate__(self, state: dict) -> None:
         self._core = _core.ClusterStats(state["K"], state["shift"], state["packed"])
         self.labels = state["labels"]
         self.names = state["names"]
+        self.n_dropped = state.get("n_dropped", 0)
+        self.dropped_by = state.get("dropped_by", {})
 
     # -- inference ----------------------------------------------------------------------
     def fit(self, variant: str = "CV1", dof: Any = "auto", *, threads: int | None = None) -> "Result":

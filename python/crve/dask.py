@@ -1,0 +1,93 @@
+"""Cluster statistics of a Dask DataFrame: built per partition on the workers, added in a tree,
+returned as one local :class:`~crve.ClusterStats`; every estimator, bootstrap and diagnostic
+then runs locally on the small result.
+
+What travels between processes is only the statistics (O(G K^2) numbers per partition: the
+packed per-cluster Gram matrices, their labels and column names), never rows.
+
+>>> import numpy as np, pandas as pd, dask.dataframe as dd, crve, crve.dask
+>>> rng = np.random.default_rng(0)
+>>> df = pd.DataFrame({"g": rng.integers(0, 30, 3000), "x": rng.normal(size=3000)})
+>>> df["y"] = 1 + 2 * df.x + rng.normal(size=30)[df.g] + rng.normal(size=3000)
+>>> stats = crve.dask.cluster_stats(dd.from_pandas(df, npartitions=4), y="y", x=["x"], cluster="g")
+>>> bool(np.allclose(stats.fit().bse, crve.ols("y ~ x", df, cluster="g").bse, rtol=1e-12))
+True
+"""
+from __future__ import annotations
+
+import functools
+import operator
+from typing import Any, Sequence
+
+__all__ = ["cluster_stats"]
+
+
+def _partition_stats(part: Any, y: str, x: list[str], cluster: str, intercept: bool) -> tuple:
+    """(statistics or None, rows dropped, dropped by column) of one pandas partition; the counts
+    are kept apart only for partitions where no row survives the missing-value filter."""
+    import pyarrow as pa
+
+    from .stream import from_batches
+
+    used = [y, *x, cluster]
+    if len(part) == 0:
+        return None, 0, {}
+    batch = pa.RecordBatch.from_pandas(part[used], preserve_index=False)
+    try:
+        return from_batches([batch], y, x, cluster, intercept=intercept, threads=1, progress=False), 0, {}
+    except ValueError as exc:
+        if not str(exc).startswith("no rows left"):
+            raise
+        na = part[used].isna().sum()
+        return None, len(part), {c: int(v) for c, v in na.items() if v}
+
+
+def _merge_counts(a: dict, b: dict) -> dict:
+    return {c: a.get(c, 0) + b.get(c, 0) for c in dict.fromkeys([*a, *b])}
+
+
+def _sum(*parts: tuple) -> tuple:
+    """Sum of partition results (statistics add; counts of all-dropped partitions add)."""
+    present = [p[0] for p in parts if p[0] is not None]
+    stats = functools.reduce(operator.add, present) if present else None
+    return stats, sum(p[1] for p in parts), functools.reduce(_merge_counts, [p[2] for p in parts], {})
+
+
+def cluster_stats(ddf: Any, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
+                  split_every: int = 8, compute: bool = True) -> Any:
+    """Statistics of a ``dask.dataframe.DataFrame``: one task per partition, a tree reduction
+    (``split_every`` children per node), then ``compute()`` on the current scheduler (a
+    ``dask.distributed`` Client if one is active). Rows with a missing value are dropped and
+    counted (``n_dropped``, ``dropped_by``). ``compute=False`` returns the Delayed result.
+    """
+    try:
+        import dask
+    except ImportError:
+        raise ImportError("crve.dask needs dask: pip install 'dask[distributed]'") from None
+    x = list(x)
+    missing = [c for c in [y, *x, cluster] if c not in ddf.columns]
+    if missing:
+        from ._frame import column_hint
+
+        raise ValueError(f"column {missing[0]!r} is not in the Dask DataFrame"
+                         f"{column_hint(missing[0], [str(c) for c in ddf.columns])}")
+    if split_every < 2:
+        raise ValueError(f"split_every must be at least 2; got {split_every}")
+    level = [dask.delayed(_partition_stats)(p, y, x, cluster, intercept) for p in ddf.to_delayed()]
+    while len(level) > 1:
+        nxt = []
+        for i in range(0, len(level), split_every):
+            nxt.append(dask.delayed(_sum)(*level[i:i + split_every]))
+        level = nxt
+    result = dask.delayed(_finish)(level[0])
+    return result.compute() if compute else result
+
+
+def _finish(result: tuple) -> Any:
+    stats, n_dropped, dropped_by = result
+    if stats is None:
+        raise ValueError(f"no rows left to fit: every partition was empty or had missing values only "
+                         f"({n_dropped:,} rows dropped)")
+    stats.n_dropped += n_dropped
+    stats.dropped_by = _merge_counts(stats.dropped_by, dropped_by)
+    return stats

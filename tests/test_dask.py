@@ -1,0 +1,82 @@
+"""crve.dask: statistics per partition on a LocalCluster of 2 worker processes, added in a tree,
+equal to the in-memory fit."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crve
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+pytest.importorskip("pyarrow")
+import crve.dask  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as lc:
+        with distributed.Client(lc) as c:
+            yield c
+
+
+@pytest.fixture(scope="module")
+def frame():
+    rng = np.random.default_rng(4)
+    N, G = 60_000, 300
+    g = rng.integers(0, G, N)  # random order: clusters span partitions
+    df = pd.DataFrame({"firm": np.array([f"f{i:03d}" for i in range(G)], dtype=object)[g],
+                       "x1": rng.normal(size=N) + 10, "x2": rng.normal(size=G)[g] + rng.normal(size=N)})
+    df["y"] = 1 + 0.5 * df.x1 - df.x2 + rng.normal(size=G)[g] + rng.normal(size=N)
+    df.loc[[5, 17], "x2"] = np.nan
+    df.loc[[17, 40], "y"] = np.nan
+    return df
+
+
+def _rel(a, b):
+    return float(np.max(np.abs(np.asarray(a) - np.asarray(b)) / np.abs(np.asarray(b))))
+
+
+def test_distributed_equals_in_memory(client, frame):
+    ddf = dd.from_pandas(frame, npartitions=7)
+    stats = crve.ClusterStats.from_dask(ddf, y="y", x=["x1", "x2"], cluster="firm", split_every=2)
+    ref = crve.ols("y ~ x1 + x2", frame, cluster="firm")
+    assert stats.nobs == ref.nobs and stats.n_clusters == 300
+    assert stats.n_dropped == 3 and stats.dropped_by == {"y": 2, "x2": 2}
+    for v in ("CV1", "CV2", "CV3"):
+        fit = stats.fit(v)
+        assert _rel(fit.params, ref.params) < 1e-12 and _rel(fit.bse, ref.with_variant(v).bse) < 1e-12
+    # Everything else runs locally on the small result.
+    bt = stats.fit().wild_bootstrap("x2", B=999, seed=3)
+    assert bt.pvalue == ref.wild_bootstrap("x2", B=999, seed=3).pvalue
+    assert stats.fit().diagnostics().leverage.sum() == pytest.approx(3)
+
+
+def test_statistics_pickle_compactly(frame):
+    stats = crve.dask.cluster_stats(dd.from_pandas(frame, npartitions=3), y="y", x=["x1", "x2"], cluster="firm")
+    K, G = 3, 300
+    packed_bytes = G * (K + 2) * (K + 3) // 2 * 8
+    assert len(pickle.dumps(stats)) < 2 * packed_bytes + 20 * G  # the Gram blocks and labels, no rows
+    assert len(pickle.dumps(stats)) < frame.memory_usage(deep=True).sum() / 50
+
+
+def test_partitioning_does_not_matter(frame):
+    fits = [crve.dask.cluster_stats(dd.from_pandas(frame, npartitions=p), y="y", x=["x1"], cluster="firm").fit()
+            for p in (1, 4, 13)]
+    for f in fits[1:]:
+        assert _rel(f.bse, fits[0].bse) < 1e-12
+
+
+def test_empty_partitions_and_errors(frame):
+    part = frame.iloc[:2000].copy()
+    part.loc[part.index[:1000], "y"] = np.nan  # the first partition loses every row
+    stats = crve.dask.cluster_stats(dd.from_pandas(part, npartitions=2, sort=False), y="y", x=["x1"], cluster="firm")
+    assert stats.nobs == 1000 and stats.n_dropped == 1000
+    with pytest.raises(ValueError, match="column 'x9' is not in the Dask DataFrame"):
+        crve.dask.cluster_stats(dd.from_pandas(frame, npartitions=2), y="y", x=["x9"], cluster="firm")
+    allnan = frame.iloc[:100].assign(y=np.nan)
+    with pytest.raises(ValueError, match="no rows left to fit"):
+        crve.dask.cluster_stats(dd.from_pandas(allnan, npartitions=2), y="y", x=["x1"], cluster="firm")
