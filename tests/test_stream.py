@@ -98,3 +98,98 @@ def test_stream_errors(parquet_file, tmp_path):
     pd.DataFrame({"y": [np.nan], "x": [1.0], "g": [1]}).to_parquet(empty)
     with pytest.raises(ValueError, match="no rows left"):
         crve.ClusterStats.from_parquet(empty, y="y", x=["x"], cluster="g")
+
+
+def _with_late_level(N=30_000, G=80, seed=5):
+    df = _frame(N=N, G=G, seed=seed)
+    rng = np.random.default_rng(seed)
+    df["region"] = rng.choice(["north", "south", "west"], size=N)
+    df.loc[df.index[-300:], "region"] = "zeta"  # a level that first appears in the last batch
+    df["y"] += (df.region == "zeta") * 2.0 + 0.3 * (df.region == "south")
+    df.loc[[10, 20], "region"] = None
+    return df
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_formula_stream_with_late_level(tmp_path, fmt):
+    df = _with_late_level()
+    formula = "y ~ x1 + x2 + C(region) + C(k)"
+    if fmt == "parquet":
+        path = tmp_path / "d.parquet"
+        df.to_parquet(path, row_group_size=4096)
+        stats = crve.ClusterStats.from_parquet(path, formula=formula, cluster="school", batch_size=3000)
+    else:
+        path = tmp_path / "d.csv"
+        df.to_csv(path, index=False)
+        stats = crve.ClusterStats.from_csv(path, formula=formula, cluster="school", block_bytes=128 << 10)
+    ref = crve.ols(formula, df, cluster="school")
+    assert stats.names == list(ref.params.index)
+    assert "C(region)[T.zeta]" in stats.names and "C(k)[T.4]" in stats.names
+    assert stats.n_dropped == ref.n_dropped == 2 and stats.dropped_by == {"region": 2}
+    tol = 1e-12 if fmt == "parquet" else 1e-9
+    assert _rel(stats.fit().params, ref.params) < tol
+    assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < tol
+
+
+def test_formula_stream_interactions_and_cluster_pairs(tmp_path):
+    df = _with_late_level(N=12_000, G=30, seed=6)
+    df["cohort"] = np.where(df.k > 2, "old", "new")
+    path = tmp_path / "d.parquet"
+    df.to_parquet(path)
+    formula = "y ~ x2 * C(region) + I(x2**2) + x1"
+    stats = crve.ClusterStats.from_parquet(path, formula=formula, cluster=["school", "cohort"], batch_size=2500)
+    ref = crve.ols(formula, df, cluster=["school", "cohort"])
+    assert stats.names == list(ref.params.index) and stats.n_clusters == ref.n_clusters
+    assert _rel(stats.fit().bse, ref.bse) < 1e-12
+
+
+def test_formula_stream_errors(tmp_path):
+    df = _frame(N=2000, G=10)
+    path = tmp_path / "d.parquet"
+    df.to_parquet(path)
+    with pytest.raises(ValueError, match="column .x3. is not in d.parquet"):
+        crve.ClusterStats.from_parquet(path, formula="y ~ x3", cluster="school")
+    with pytest.raises(ValueError, match="streaming needs cluster"):
+        crve.ClusterStats.from_parquet(path, formula="y ~ x1", cluster=None)
+    with pytest.raises(ValueError, match="give formula"):
+        crve.ClusterStats.from_parquet(path, cluster="school")
+
+
+def test_ols_on_a_file_streams(tmp_path):
+    df = _with_late_level(N=8000, G=25, seed=7)
+    pq_path, csv_path = tmp_path / "d.parquet", tmp_path / "d.csv"
+    df.to_parquet(pq_path)
+    df.to_csv(csv_path, index=False)
+    ref = crve.ols("y ~ x1 + C(region)", df, cluster="school", vcov="CV2")
+    for path in (pq_path, str(csv_path)):
+        res = crve.ols("y ~ x1 + C(region)", path, cluster="school", vcov="CV2")
+        assert res.formula == "y ~ x1 + C(region)" and res.depvar == "y" and res.cluster_name == "school"
+        assert res.n_dropped == 2 and res.dropped_by == {"region": 2}
+        assert _rel(res.bse, ref.bse) < 1e-9 and list(res.df.index) == list(ref.df.index)
+        assert "2 rows with missing values dropped: region 2" in res.summary()
+    with pytest.raises(ValueError, match="give cluster= column name"):
+        crve.ols("y ~ x1", pq_path)
+    with pytest.raises(ValueError, match="cannot stream"):
+        crve.ols("y ~ x1", _touch(tmp_path / "d.json"), cluster="school")
+    with pytest.raises(ValueError, match="column 'region' has missing values"):
+        crve.ols("y ~ x1 + C(region)", pq_path, cluster="school", missing="raise")
+
+
+def _touch(path):
+    path.write_text("{}")
+    return str(path)
+
+
+def test_cli_fit_streams_parquet(tmp_path, capsys):
+    from crve.cli import main
+
+    df = _with_late_level(N=6000, G=20, seed=8)
+    path = tmp_path / "d.parquet"
+    df.to_parquet(path)
+    assert main(["fit", str(path), "-f", "y ~ x1 + C(region)", "-c", "school", "--json"]) == 0
+    import json
+
+    out = json.loads(capsys.readouterr().out)
+    ref = crve.ols("y ~ x1 + C(region)", df, cluster="school")
+    assert out["nobs"] == ref.nobs and out["n_dropped"] == 2
+    assert out["coefficients"][1]["std_error"] == pytest.approx(ref.bse["x1"], rel=1e-12)

@@ -207,11 +207,15 @@ def _check_columns(columns: list[str] | None, names: list[str], path: str) -> No
 
 
 def _fit(a: argparse.Namespace) -> int:
-    from .formula import _parse, ols
+    from .formula import STREAM_FORMATS, _parse, ols
 
     spec = _parse(a.formula)
     cols = sorted(set(spec.required_variables) | set(a.cluster or []))
-    data = read_table(a.data, cols)
+    streamable = os.path.isdir(a.data) or os.path.splitext(a.data)[1].lower() in STREAM_FORMATS
+    if a.cluster and streamable:
+        data = a.data  # streamed batch by batch into cluster statistics (memory bounded)
+    else:
+        data = read_table(a.data, cols)  # HC variants (no --cluster) need the rows in memory
     dof: Any = a.dof
     try:
         dof = float(dof)

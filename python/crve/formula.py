@@ -9,9 +9,11 @@ materialised by formulaic; both routes give the same columns and names (tested).
 """
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections import ChainMap
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,8 +39,11 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
         (``C(x)``, string / bool / categorical columns), interactions (``a:b``, ``a*b``),
         transforms (``np.log(x)``, ``I(x**2)``), ``- 1`` or ``+ 0`` to drop the intercept.
         Functions are looked up in the caller's namespace.
-    data : pandas or polars DataFrame, pyarrow Table, or dict of 1-D arrays
-        Only the columns the formula and ``cluster`` use are read.
+    data : pandas or polars DataFrame, pyarrow Table, dict of 1-D arrays, or a file path
+        Only the columns the formula and ``cluster`` use are read. A path to a Parquet file or
+        directory, or a CSV / TSV file, is streamed batch by batch into cluster statistics
+        (:meth:`crve.ClusterStats.from_parquet`): memory stays bounded whatever the file size;
+        ``cluster`` is then required.
     cluster : str, list of str, or array-like, optional
         A column name, several column names (clusters are their combinations), or one label per
         row. Labels of any type. ``None``: no clustering (use an ``HC*`` or ``"iid"`` vcov).
@@ -75,9 +80,71 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
     """
     if missing not in MISSING:
         raise ValueError(f"missing must be 'drop' or 'raise'; got {missing!r}")
-    frame = Frame(data)
+    if isinstance(data, (str, os.PathLike)):
+        return _ols_file(formula, os.fspath(data), cluster, vcov, dof, missing, threads)
     spec = _parse(formula)
-    context = _user_context()
+    fd = frame_design(spec, Frame(data), cluster, missing, _user_context())
+    d = Design(fd.y, fd.X, fd.names, fd.codes, fd.labels, fd.n_slots)
+    if vcov is None:
+        vcov = "CV1" if fd.codes is not None else "HC1"
+    res = fit_design(d, vcov, dof, threads, named=True)
+    res.formula = formula
+    res.depvar = str(spec.lhs)
+    res.n_dropped = fd.n_dropped
+    res.dropped_by = fd.dropped_by
+    res.cluster_name = fd.cluster_name
+    return res
+
+
+STREAM_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "csv"}
+
+
+def _ols_file(formula: str, path: str, cluster: Any, vcov: str | None, dof: Any, missing: str,
+              threads: int | None) -> Result:
+    """ols on a file: streamed batch by batch into cluster statistics (never loaded whole)."""
+    from .stats import ClusterStats
+
+    if not os.path.exists(path):
+        raise OSError(f"no such file or directory: {path}")
+    kind = "parquet" if os.path.isdir(path) else STREAM_FORMATS.get(os.path.splitext(path)[1].lower())
+    if kind is None:
+        raise ValueError(f"cannot stream {path!r}: use a .parquet file or directory, or a .csv / .tsv file "
+                         "(or pass a data frame)")
+    if cluster is None or not (isinstance(cluster, str) or all(isinstance(c, str) for c in cluster)):
+        raise ValueError("a file is streamed into cluster statistics: give cluster= column name(s). HC variants "
+                         "need the rows in memory: read the file into a data frame first")
+    common = dict(formula=formula, cluster=cluster, threads=threads, context=_user_context(), missing=missing)
+    if kind == "parquet":
+        stats = ClusterStats._from_parquet_formula(path, **common)
+    else:
+        stats = ClusterStats._from_csv_formula(path, delimiter="\t" if kind == "tsv" else ",", **common)
+    res = stats.fit(vcov or "CV1", dof, threads=threads)
+    res.formula = formula
+    res.depvar = str(_parse(formula).lhs)
+    res.n_dropped = stats.n_dropped
+    res.dropped_by = dict(stats.dropped_by)
+    res.cluster_name = cluster if isinstance(cluster, str) else ", ".join(cluster)
+    return res
+
+
+@dataclass
+class FrameDesign:
+    """The design of a formula on a frame, after missing rows are dropped."""
+
+    y: np.ndarray
+    X: Any
+    names: list[str]
+    codes: np.ndarray | None   # cluster codes of the kept rows (None: no clusters)
+    labels: Any
+    n_slots: int
+    n_dropped: int
+    dropped_by: dict
+    cluster_name: str | None
+
+
+def frame_design(spec: Any, frame: Frame, cluster: Any, missing: str, context: Any) -> FrameDesign:
+    """y, X and cluster codes of a parsed formula on a frame (shared by :func:`ols` and the
+    streaming constructors, which call it once per batch)."""
     # Names in the formula are columns of data, else (functions) names where ols was called.
     used = sorted(v for v in spec.required_variables if v in frame)
     frame.check(sorted(v for v in spec.required_variables if v not in frame and v not in context), "the formula")
@@ -112,20 +179,9 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
         raise ValueError(f"no rows left: all {frame.nrows} rows have a missing value ({_counts_text(counts)})")
     if keep is not None and codes is not None:
         codes = codes[keep]
-
-    depvar = str(spec.lhs)
     y, X, names = _design(spec, frame, keep, N, used, context)
-
-    d = Design(y, X, names, codes, labels, n_slots)
-    if vcov is None:
-        vcov = "CV1" if codes is not None else "HC1"
-    res = fit_design(d, vcov, dof, threads, named=True)
-    res.formula = formula
-    res.depvar = depvar
-    res.n_dropped = n_dropped
-    res.dropped_by = counts
-    res.cluster_name = ", ".join(cluster_names) if cluster_names else (None if cluster_values is None else "cluster")
-    return res
+    cname = ", ".join(cluster_names) if cluster_names else (None if cluster_values is None else "cluster")
+    return FrameDesign(y, X, names, codes, labels, n_slots, n_dropped, counts, cname)
 
 
 # -- formula ----------------------------------------------------------------------------------

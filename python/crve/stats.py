@@ -14,6 +14,7 @@ Statistics of row shards add, clusters that span shards included::
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,28 +57,66 @@ class ClusterStats:
         return cls._build(d, threads)
 
     @classmethod
-    def from_parquet(cls, source: Any, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
-                     batch_size: int = 262_144, threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
+    def from_parquet(cls, source: Any, *, formula: str | None = None, y: str | None = None,
+                     x: Sequence[str] | None = None, cluster: Any, intercept: bool = True, batch_size: int = 262_144,
+                     threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
         """Stream a Parquet file, directory or ``pyarrow.dataset.Dataset`` in record batches of
-        ``batch_size`` rows (only the used columns are read); memory is one batch plus
-        O(G K^2). Rows with a missing value are dropped and counted (``n_dropped``,
-        ``dropped_by``). ``intercept=True`` adds a constant column "Intercept" first."""
-        from .stream import from_batches, parquet_batches
+        ``batch_size`` rows, reading only the used columns; memory is one batch plus O(G K^2).
 
-        batches, rows = parquet_batches(source, [y, *x, cluster], int(batch_size))
-        return from_batches(batches, y, x, cluster, intercept=intercept, total_rows=rows, threads=threads,
+        Give a ``formula`` (as in :func:`crve.ols`; ``cluster`` one or more column names) or
+        ``y`` and ``x`` column names (``intercept=True`` adds a constant "Intercept" first). With a
+        formula, a first pass over the categorical columns fixes their levels, so every batch
+        builds the same design and a level first seen late still gets its column. Rows with a
+        missing value are dropped and counted (``n_dropped``, ``dropped_by``)."""
+        from .stream import from_batches, parquet_source
+
+        if formula is not None:
+            return cls._from_parquet_formula(source, formula=formula, cluster=cluster, batch_size=batch_size,
+                                             threads=threads, progress=progress, context=_caller_context())
+        make, schema, rows = parquet_source(source, int(batch_size))
+        y, x = _y_x(y, x)
+        _check_schema([y, *x, cluster], schema, "the Parquet data")
+        return from_batches(make([y, *x, cluster]), y, x, cluster, intercept=intercept, total_rows=rows,
+                            threads=threads, progress=progress)
+
+    @classmethod
+    def from_csv(cls, path: str, *, formula: str | None = None, y: str | None = None, x: Sequence[str] | None = None,
+                 cluster: Any, intercept: bool = True, block_bytes: int = 16 << 20, delimiter: str = ",",
+                 threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
+        """Stream a CSV file ``block_bytes`` at a time (pyarrow's CSV reader; column types are
+        inferred from the first block); otherwise as :meth:`from_parquet`."""
+        from .stream import csv_source, from_batches
+
+        if formula is not None:
+            return cls._from_csv_formula(path, formula=formula, cluster=cluster, block_bytes=block_bytes,
+                                         delimiter=delimiter, threads=threads, progress=progress,
+                                         context=_caller_context())
+        make, schema, _ = csv_source(str(path), int(block_bytes), delimiter)
+        y, x = _y_x(y, x)
+        _check_schema([y, *x, cluster], schema, str(path))
+        return from_batches(make([y, *x, cluster]), y, x, cluster, intercept=intercept, threads=threads,
                             progress=progress)
 
     @classmethod
-    def from_csv(cls, path: str, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
-                 block_bytes: int = 16 << 20, delimiter: str = ",", threads: int | None = None,
-                 progress: bool | None = None) -> "ClusterStats":
-        """Stream a CSV file ``block_bytes`` at a time (pyarrow's CSV reader); otherwise as
-        :meth:`from_parquet`."""
-        from .stream import csv_batches, from_batches
+    def _from_parquet_formula(cls, source: Any, *, formula: str, cluster: Any, batch_size: int = 262_144,
+                              threads: int | None = None, progress: bool | None = None, context: Any = None,
+                              missing: str = "drop") -> "ClusterStats":
+        from .stream import from_formula_batches, parquet_source
 
-        batches, _ = csv_batches(path, [y, *x, cluster], int(block_bytes), delimiter)
-        return from_batches(batches, y, x, cluster, intercept=intercept, threads=threads, progress=progress)
+        make, schema, rows = parquet_source(source, int(batch_size))
+        where = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the data"
+        return from_formula_batches(make, schema, formula, cluster, total_rows=rows, threads=threads,
+                                    progress=progress, context=context, missing=missing, where=where)
+
+    @classmethod
+    def _from_csv_formula(cls, path: Any, *, formula: str, cluster: Any, block_bytes: int = 16 << 20,
+                          delimiter: str = ",", threads: int | None = None, progress: bool | None = None,
+                          context: Any = None, missing: str = "drop") -> "ClusterStats":
+        from .stream import csv_source, from_formula_batches
+
+        make, schema, _ = csv_source(str(path), int(block_bytes), delimiter)
+        return from_formula_batches(make, schema, formula, cluster, threads=threads, progress=progress,
+                                    context=context, missing=missing, where=os.path.basename(str(path)))
 
     @classmethod
     def from_dask(cls, ddf: Any, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
@@ -257,6 +296,28 @@ class ClusterStats:
         from .results import Result
 
         return Result._from_stats(self, variant=variant, dof=dof, data=None, singletons=False, threads=threads)
+
+
+def _y_x(y: Any, x: Any) -> tuple[str, list[str]]:
+    if y is None or x is None:
+        raise ValueError("give formula=..., or y= and x= column names")
+    if isinstance(x, str):
+        x = [x]
+    return y, list(x)
+
+
+def _check_schema(columns: list[str], schema: Any, where: str) -> None:
+    from ._frame import column_hint
+
+    for c in columns:
+        if c not in schema.names:
+            raise ValueError(f"column {c!r} is not in {where}{column_hint(c, list(schema.names))}")
+
+
+def _caller_context() -> Any:
+    from .formula import _user_context
+
+    return _user_context()
 
 
 def model_or_error(stats: ClusterStats, threads: int | None, design: Design | None = None) -> Any:

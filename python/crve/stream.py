@@ -15,12 +15,13 @@ True
 """
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["from_batches", "parquet_batches", "csv_batches"]
+__all__ = ["from_batches", "from_formula_batches", "parquet_source", "csv_source"]
 
 
 def _need_arrow() -> Any:
@@ -31,36 +32,29 @@ def _need_arrow() -> Any:
     return pyarrow
 
 
-def parquet_batches(source: Any, columns: list[str], batch_size: int) -> tuple[Iterable, int | None]:
-    """Record batches of ``columns`` from a Parquet file, directory or pyarrow Dataset, and the
-    row count (from the metadata)."""
+def parquet_source(source: Any, batch_size: int) -> tuple[Any, Any, int]:
+    """(make_batches(columns), schema, row count) of a Parquet file, directory or Dataset."""
     _need_arrow()
     import pyarrow.dataset as ds
 
     dataset = source if isinstance(source, ds.Dataset) else ds.dataset(source, format="parquet")
-    missing = [c for c in columns if c not in dataset.schema.names]
-    if missing:
-        from ._frame import column_hint
-
-        raise ValueError(f"column {missing[0]!r} is not in the Parquet data{column_hint(missing[0], dataset.schema.names)}")
-    return dataset.to_batches(columns=columns, batch_size=batch_size), dataset.count_rows()
+    return (lambda cols: dataset.to_batches(columns=cols, batch_size=batch_size)), dataset.schema, dataset.count_rows()
 
 
-def csv_batches(path: str, columns: list[str], block_bytes: int, delimiter: str = ",") -> tuple[Iterable, None]:
-    """Record batches of ``columns`` from a CSV file, read ``block_bytes`` at a time."""
+def csv_source(path: str, block_bytes: int, delimiter: str = ",") -> tuple[Any, Any, None]:
+    """(make_batches(columns), schema, None) of a CSV file (types inferred from the first block)."""
     _need_arrow()
     import pyarrow.csv as pcsv
 
     parse = pcsv.ParseOptions(delimiter=delimiter)
-    header = pcsv.open_csv(path, parse_options=parse).schema.names
-    missing = [c for c in columns if c not in header]
-    if missing:
-        from ._frame import column_hint
+    read = pcsv.ReadOptions(block_size=block_bytes)
+    schema = pcsv.open_csv(path, read_options=read, parse_options=parse,
+                           convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).schema
 
-        raise ValueError(f"column {missing[0]!r} is not in {path}{column_hint(missing[0], header)}")
-    reader = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=block_bytes), parse_options=parse,
-                           convert_options=pcsv.ConvertOptions(include_columns=columns))
-    return reader, None
+    def make(cols: list[str]) -> Any:  # empty fields are missing, as in pandas.read_csv
+        return pcsv.open_csv(path, read_options=read, parse_options=parse,
+                             convert_options=pcsv.ConvertOptions(include_columns=cols, strings_can_be_null=True))
+    return make, schema, None
 
 
 def _float_column(arr: Any, name: str) -> np.ndarray:
@@ -72,6 +66,67 @@ def _float_column(arr: Any, name: str) -> np.ndarray:
     return np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
+class _Accumulator:
+    """Running statistics of the batches seen so far; clusters are keyed by label, so a cluster
+    whose rows are spread over many batches is added up exactly (re-shifted where needed)."""
+
+    def __init__(self, K: int, threads: int | None):
+        import pandas as pd
+
+        self.K, self.threads = K, threads
+        self.total = None
+        self.labels = pd.Index([], dtype=object, tupleize_cols=False)
+
+    def add(self, y: np.ndarray, X: Any, codes: np.ndarray, slot_labels: Any, n_slots: int) -> None:
+        import pandas as pd
+
+        from . import _core
+        from ._inputs import core_matrix
+        from .stats import _threads
+
+        part = _core.build_stats(y, core_matrix(X), np.ascontiguousarray(codes, dtype=np.int64), int(n_slots),
+                                 _threads(self.threads))
+        present = np.flatnonzero(np.asarray(part.counts) > 0).astype(np.int64)
+        if len(present) < n_slots:
+            part.compact(present)
+        labs = pd.Index(np.asarray(slot_labels, dtype=object)[present], tupleize_cols=False)
+        new = labs[~labs.isin(self.labels)]
+        if len(new):
+            self.labels = self.labels.append(new)
+        pos = self.labels.get_indexer(labs).astype(np.int64)
+        if self.total is None or self.total.G < len(self.labels):
+            npack = (self.K + 2) * (self.K + 3) // 2
+            grown = _core.ClusterStats(self.K, list(part.shift), np.zeros((max(2 * len(self.labels), 16), npack)))
+            if self.total is not None:
+                grown.add(self.total, np.arange(self.total.G, dtype=np.int64))
+            self.total = grown
+        self.total.add(part, pos)
+
+    def finish(self, names: list[str], n_dropped: int, dropped_by: dict, yname: str) -> Any:
+        from .stats import ClusterStats
+
+        if self.total is None:
+            raise ValueError(f"no rows left to fit ({n_dropped:,} dropped for missing values)")
+        self.total.compact(np.arange(len(self.labels), dtype=np.int64))
+        stats = ClusterStats(self.total, np.asarray(self.labels, dtype=object), names)
+        bad = stats._nonfinite_column()
+        if bad is not None:
+            raise ValueError(f"column {yname if bad >= len(names) else names[bad]!r} has infinite values")
+        stats.n_dropped = n_dropped
+        stats.dropped_by = {c: v for c, v in dropped_by.items() if v}
+        return stats
+
+
+def _progress_bar(progress: bool | None, total_rows: int | None) -> Any:
+    if progress is None:
+        progress = sys.stderr.isatty() and (total_rows or 0) > 5_000_000
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total_rows, unit="row", unit_scale=True, desc="cluster statistics")
+
+
 def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, intercept: bool = True,
                  total_rows: int | None = None, threads: int | None = None, progress: bool | None = None) -> Any:
     """A :class:`~crve.ClusterStats` built batch by batch from pyarrow record batches holding
@@ -81,26 +136,15 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from . import _core
-    from ._inputs import Columns, core_matrix
-    from .stats import ClusterStats, _threads
+    from ._inputs import Columns
 
     x = list(x)
     used = [y] + x + [cluster]
     names = (["Intercept"] if intercept else []) + x
-    K = len(names)
-    npack = (K + 2) * (K + 3) // 2
-    total = None          # running core statistics (capacity >= len(labels))
-    labels = pd.Index([])
+    acc = _Accumulator(len(names), threads)
     dropped = dict.fromkeys(used, 0)
     n_dropped = 0
-    bar = None
-    if progress is None:
-        progress = sys.stderr.isatty() and (total_rows or 0) > 5_000_000
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_rows, unit="row", unit_scale=True, desc="cluster statistics")
+    bar = _progress_bar(progress, total_rows)
     try:
         for batch in batches:
             n_rows = batch.num_rows
@@ -110,46 +154,119 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
             ok = None
             for c in used:
                 valid = pc.is_valid(cols[c])
-                if c != cluster and (pa.types.is_floating(cols[c].type)):
+                if c != cluster and pa.types.is_floating(cols[c].type):
                     valid = pc.and_(valid, pc.invert(pc.is_nan(cols[c])))
-                bad = n_rows - (pc.sum(pc.cast(valid, pa.int64())).as_py() or 0)
-                if bad:
-                    dropped[c] += bad
+                dropped[c] += n_rows - (pc.sum(pc.cast(valid, pa.int64())).as_py() or 0)
                 ok = valid if ok is None else pc.and_(ok, valid)
             n_ok = pc.sum(pc.cast(ok, pa.int64())).as_py() or 0
             if n_ok < n_rows:
                 n_dropped += n_rows - n_ok
                 cols = {c: pc.filter(a, ok) for c, a in cols.items()}
             if n_ok:
-                yv = _float_column(cols[y], y)
                 X = [_float_column(cols[c], c) for c in x]
                 if intercept:
                     X = [np.broadcast_to(np.float64(1.0), (n_ok,))] + X
-                local_codes, uniques = pd.factorize(cols[cluster].to_pandas(), sort=False)
-                new = uniques[~uniques.isin(labels)] if len(labels) else uniques
-                if len(new):
-                    labels = labels.append(pd.Index(new))
-                pos = labels.get_indexer(uniques).astype(np.int64)
-                part = _core.build_stats(yv, core_matrix(Columns(X)), local_codes.astype(np.int64), len(uniques),
-                                         _threads(threads))
-                if total is None or total.G < len(labels):
-                    grown = _core.ClusterStats(K, list(part.shift), np.zeros((max(2 * len(labels), 16), npack)))
-                    if total is not None:
-                        grown.add(total, np.arange(total.G, dtype=np.int64))
-                    total = grown
-                total.add(part, pos)
+                codes, uniques = pd.factorize(cols[cluster].to_pandas(), sort=False)
+                acc.add(_float_column(cols[y], y), Columns(X), codes, np.asarray(uniques, dtype=object), len(uniques))
             if bar is not None:
                 bar.update(n_rows)
     finally:
         if bar is not None:
             bar.close()
-    if total is None:
+    return acc.finish(names, n_dropped, dropped, y)
+
+
+_C_CALL = re.compile(r"\bC\(\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def categorical_columns(formula: str, schema: Any, used: list[str]) -> list[str]:
+    """Columns whose levels must be fixed before the first batch: string, dictionary and other
+    non-numeric columns, and numeric columns wrapped in ``C(...)``."""
+    import pyarrow as pa
+
+    out = []
+    for c in used:
+        t = schema.field(c).type
+        numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)
+        if not numeric:
+            out.append(c)
+    out += [c for c in _C_CALL.findall(formula) if c in used and c not in out]
+    return out
+
+
+def sorted_levels(values: Iterable) -> list:
+    """Levels in formulaic's order for a non-categorical column: sorted."""
+    vals = [v for v in values if v is not None and v == v]
+    try:
+        return sorted(vals)
+    except TypeError:
+        raise ValueError(f"cannot order the levels {vals[:5]} (mixed types)") from None
+
+
+def from_formula_batches(make_batches: Any, schema: Any, formula: str, cluster: Any, *, total_rows: int | None = None,
+                         threads: int | None = None, progress: bool | None = None, context: Any = None,
+                         missing: str = "drop", where: str = "the data") -> Any:
+    """Statistics of a formula over record batches. ``make_batches(columns)`` returns a fresh
+    iterator of batches (called twice: a first pass reads only the categorical columns to fix
+    their levels, so a level first seen in the last batch gets its column in every batch)."""
+    import pandas as pd
+    import pyarrow.compute as pc
+
+    from ._frame import Frame, column_hint
+    from .formula import _parse, frame_design
+
+    spec = _parse(formula)
+    context = context if context is not None else {"np": np, "numpy": np}
+    cluster_cols = [cluster] if isinstance(cluster, str) else list(cluster or [])
+    if not cluster_cols or not all(isinstance(c, str) for c in cluster_cols):
+        raise ValueError("streaming needs cluster= one or more column names (HC variants need the rows in memory)")
+    names_in = set(schema.names)
+    for c in sorted(spec.required_variables) + cluster_cols:
+        if c not in names_in and c not in context:
+            raise ValueError(f"column {c!r} is not in {where}{column_hint(c, list(schema.names))}")
+    used = sorted({v for v in spec.required_variables if v in names_in} | set(cluster_cols))
+    cats = [c for c in categorical_columns(formula, schema, used) if c not in cluster_cols]
+    levels: dict[str, list] = {}
+    if cats:
+        seen: dict[str, set] = {c: set() for c in cats}
+        for batch in make_batches(cats):
+            for c in cats:
+                seen[c].update(pc.unique(batch.column(batch.schema.get_field_index(c))).to_pylist())
+        levels = {c: sorted_levels(v) for c, v in seen.items()}
+
+    acc = names = None
+    n_dropped, dropped = 0, {}
+    bar = _progress_bar(progress, total_rows)
+    try:
+        for batch in make_batches(used):
+            if bar is not None:
+                bar.update(batch.num_rows)
+            if batch.num_rows == 0:
+                continue
+            df = batch.to_pandas()
+            for c in cats:
+                df[c] = pd.Categorical(df[c], categories=levels[c])
+            try:
+                fd = frame_design(spec, Frame(df), cluster, missing, context)
+            except ValueError as exc:
+                if missing != "drop" or not str(exc).startswith("no rows left"):
+                    raise
+                n_dropped += batch.num_rows
+                na = df.isna().sum()
+                dropped = {c: dropped.get(c, 0) + int(na.get(c, 0)) for c in dict.fromkeys([*dropped, *na.index])}
+                continue
+            if names is None:
+                names = fd.names
+                acc = _Accumulator(len(names), threads)
+            elif fd.names != names:
+                raise ValueError(f"the design differs between batches ({names} vs {fd.names}); make the columns "
+                                 "behind categorical terms strings or wrap them in C(...)")
+            acc.add(fd.y, fd.X, fd.codes, fd.labels, fd.n_slots)
+            n_dropped += fd.n_dropped
+            dropped = {c: dropped.get(c, 0) + fd.dropped_by.get(c, 0) for c in dict.fromkeys([*dropped, *fd.dropped_by])}
+    finally:
+        if bar is not None:
+            bar.close()
+    if acc is None:
         raise ValueError(f"no rows left to fit ({n_dropped:,} dropped for missing values)")
-    total.compact(np.arange(len(labels), dtype=np.int64))
-    stats = ClusterStats(total, np.asarray(labels), names)
-    bad = stats._nonfinite_column()
-    if bad is not None:
-        raise ValueError(f"column {y if bad >= K else names[bad]!r} has infinite values")
-    stats.n_dropped = n_dropped
-    stats.dropped_by = {c: v for c, v in dropped.items() if v}
-    return stats
+    return acc.finish(names, n_dropped, dropped, str(spec.lhs))
