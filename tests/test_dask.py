@@ -80,3 +80,18 @@ def test_empty_partitions_and_errors(frame):
     allnan = frame.iloc[:100].assign(y=np.nan)
     with pytest.raises(ValueError, match="no rows left to fit"):
         crve.dask.cluster_stats(dd.from_pandas(allnan, npartitions=2), y="y", x=["x1"], cluster="firm")
+
+
+def test_formula_on_dask_with_late_level(client, frame):
+    df = frame.copy()
+    rng = np.random.default_rng(9)
+    df["region"] = rng.choice(["north", "south"], size=len(df))
+    df.loc[df.index[-200:], "region"] = "zeta"  # only in the last partition
+    df["y"] += 0.5 * (df.region == "zeta")
+    ddf = dd.from_pandas(df, npartitions=6, sort=False)
+    formula = "y ~ x1 + x2 + C(region) + I(x2**2)"
+    stats = crve.ClusterStats.from_dask(ddf, formula=formula, cluster="firm")
+    ref = crve.ols(formula, df, cluster="firm")
+    assert stats.names == list(ref.params.index) and "C(region)[T.zeta]" in stats.names
+    assert stats.n_dropped == ref.n_dropped == 3
+    assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-12

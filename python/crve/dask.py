@@ -22,19 +22,25 @@ from typing import Any, Sequence
 __all__ = ["cluster_stats"]
 
 
-def _partition_stats(part: Any, y: str, x: list[str], cluster: str, intercept: bool) -> tuple:
+def _partition_stats(part: Any, spec: dict) -> tuple:
     """(statistics or None, rows dropped, dropped by column) of one pandas partition; the counts
     are kept apart only for partitions where no row survives the missing-value filter."""
     import pyarrow as pa
 
-    from .stream import from_batches
+    from .stream import from_batches, from_formula_batches
 
-    used = [y, *x, cluster]
+    used = spec["used"]
     if len(part) == 0:
         return None, 0, {}
     batch = pa.RecordBatch.from_pandas(part[used], preserve_index=False)
     try:
-        return from_batches([batch], y, x, cluster, intercept=intercept, threads=1, progress=False), 0, {}
+        if spec["formula"] is None:
+            stats = from_batches([batch], spec["y"], spec["x"], spec["cluster"], intercept=spec["intercept"],
+                                 threads=1, progress=False)
+        else:
+            stats = from_formula_batches(lambda cols: [batch.select(cols)], batch.schema, spec["formula"],
+                                         spec["cluster"], threads=1, progress=False, levels=spec["levels"])
+        return stats, 0, {}
     except ValueError as exc:
         if not str(exc).startswith("no rows left"):
             raise
@@ -53,32 +59,53 @@ def _sum(*parts: tuple) -> tuple:
     return stats, sum(p[1] for p in parts), functools.reduce(_merge_counts, [p[2] for p in parts], {})
 
 
-def cluster_stats(ddf: Any, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
-                  split_every: int = 8, compute: bool = True) -> Any:
+def cluster_stats(ddf: Any, *, formula: str | None = None, y: str | None = None, x: Sequence[str] | None = None,
+                  cluster: Any, intercept: bool = True, split_every: int = 8, compute: bool = True) -> Any:
     """Statistics of a ``dask.dataframe.DataFrame``: one task per partition, a tree reduction
     (``split_every`` children per node), then ``compute()`` on the current scheduler (a
-    ``dask.distributed`` Client if one is active). Rows with a missing value are dropped and
-    counted (``n_dropped``, ``dropped_by``). ``compute=False`` returns the Delayed result.
+    ``dask.distributed`` Client if one is active). Give a ``formula`` (categorical levels are
+    fixed first, from the whole frame, so every partition builds the same design) or ``y`` and
+    ``x`` column names. Rows with a missing value are dropped and counted (``n_dropped``,
+    ``dropped_by``). ``compute=False`` returns the Delayed result.
     """
     try:
         import dask
     except ImportError:
         raise ImportError("crve.dask needs dask: pip install 'dask[distributed]'") from None
-    x = list(x)
-    missing = [c for c in [y, *x, cluster] if c not in ddf.columns]
-    if missing:
-        from ._frame import column_hint
+    import pyarrow as pa
 
-        raise ValueError(f"column {missing[0]!r} is not in the Dask DataFrame"
-                         f"{column_hint(missing[0], [str(c) for c in ddf.columns])}")
+    from ._frame import column_hint
+    from .stream import categorical_columns, sorted_levels
+
+    columns = [str(c) for c in ddf.columns]
+    cluster_cols = [cluster] if isinstance(cluster, str) else list(cluster or [])
+    if formula is not None:
+        from .formula import _parse
+
+        required = sorted(_parse(formula).required_variables)
+        for c in required + cluster_cols:
+            if c not in columns and c not in ("np", "numpy"):
+                raise ValueError(f"column {c!r} is not in the Dask DataFrame{column_hint(c, columns)}")
+        used = sorted({c for c in required if c in columns} | set(cluster_cols))
+        schema = pa.Schema.from_pandas(ddf._meta[used], preserve_index=False)
+        cats = [c for c in categorical_columns(formula, schema, used) if c not in cluster_cols]
+        found = dask.compute(*[ddf[c].dropna().unique() for c in cats]) if cats else []
+        levels = {c: sorted_levels(list(v)) for c, v in zip(cats, found)}
+        spec = {"formula": formula, "cluster": cluster, "used": used, "levels": levels}
+    else:
+        if y is None or x is None or not isinstance(cluster, str):
+            raise ValueError("give formula=... (cluster: column name or names), or y=, x= and cluster= column names")
+        x = [x] if isinstance(x, str) else list(x)
+        used = [y, *x, cluster]
+        for c in used:
+            if c not in columns:
+                raise ValueError(f"column {c!r} is not in the Dask DataFrame{column_hint(c, columns)}")
+        spec = {"formula": None, "y": y, "x": x, "cluster": cluster, "intercept": intercept, "used": used}
     if split_every < 2:
         raise ValueError(f"split_every must be at least 2; got {split_every}")
-    level = [dask.delayed(_partition_stats)(p, y, x, cluster, intercept) for p in ddf.to_delayed()]
+    level = [dask.delayed(_partition_stats)(p, spec) for p in ddf.to_delayed()]
     while len(level) > 1:
-        nxt = []
-        for i in range(0, len(level), split_every):
-            nxt.append(dask.delayed(_sum)(*level[i:i + split_every]))
-        level = nxt
+        level = [dask.delayed(_sum)(*level[i:i + split_every]) for i in range(0, len(level), split_every)]
     result = dask.delayed(_finish)(level[0])
     return result.compute() if compute else result
 

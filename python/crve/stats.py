@@ -119,13 +119,14 @@ class ClusterStats:
                                     context=context, missing=missing, where=os.path.basename(str(path)))
 
     @classmethod
-    def from_dask(cls, ddf: Any, *, y: str, x: Sequence[str], cluster: str, intercept: bool = True,
-                  split_every: int = 8) -> "ClusterStats":
+    def from_dask(cls, ddf: Any, *, formula: str | None = None, y: str | None = None, x: Sequence[str] | None = None,
+                  cluster: Any, intercept: bool = True, split_every: int = 8) -> "ClusterStats":
         """Statistics of a Dask DataFrame, built on the workers and added in a tree
         (:func:`crve.dask.cluster_stats`)."""
         from .dask import cluster_stats
 
-        return cluster_stats(ddf, y=y, x=x, cluster=cluster, intercept=intercept, split_every=split_every)
+        return cluster_stats(ddf, formula=formula, y=y, x=x, cluster=cluster, intercept=intercept,
+                             split_every=split_every)
 
     @classmethod
     def from_sums(cls, n: Any, sum_x: Any, sum_y: Any, xx: Any, xy: Any, yy: Any, *, centre: Any = None,

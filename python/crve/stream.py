@@ -205,10 +205,11 @@ def sorted_levels(values: Iterable) -> list:
 
 def from_formula_batches(make_batches: Any, schema: Any, formula: str, cluster: Any, *, total_rows: int | None = None,
                          threads: int | None = None, progress: bool | None = None, context: Any = None,
-                         missing: str = "drop", where: str = "the data") -> Any:
+                         missing: str = "drop", where: str = "the data", levels: dict | None = None) -> Any:
     """Statistics of a formula over record batches. ``make_batches(columns)`` returns a fresh
     iterator of batches (called twice: a first pass reads only the categorical columns to fix
-    their levels, so a level first seen in the last batch gets its column in every batch)."""
+    their levels, so a level first seen in the last batch gets its column in every batch;
+    ``levels`` given by the caller skips that pass)."""
     import pandas as pd
     import pyarrow.compute as pc
 
@@ -226,8 +227,11 @@ def from_formula_batches(make_batches: Any, schema: Any, formula: str, cluster: 
             raise ValueError(f"column {c!r} is not in {where}{column_hint(c, list(schema.names))}")
     used = sorted({v for v in spec.required_variables if v in names_in} | set(cluster_cols))
     cats = [c for c in categorical_columns(formula, schema, used) if c not in cluster_cols]
-    levels: dict[str, list] = {}
-    if cats:
+    if levels is not None:  # fixed by the caller (Dask: once over the whole frame)
+        cats = [c for c in cats if c in levels]
+    else:
+        levels = {}
+    if cats and not levels:
         seen: dict[str, set] = {c: set() for c in cats}
         for batch in make_batches(cats):
             for c in cats:
