@@ -148,7 +148,7 @@ PYBIND11_MODULE(_core, mod) {
   mod.def(
       "build_stats",
       [](const F64Array& y, const py::object& X, const I64Array& codes, index_t n_slots, int threads,
-         double table_bytes, double order_bytes) {
+         double table_bytes, double order_bytes, std::optional<std::vector<double>> shift) {
         std::vector<F64Array> keep;
         const MatrixView xv = matrix_view(X, keep);
         const VectorView yv = vector_view(y);
@@ -157,12 +157,14 @@ PYBIND11_MODULE(_core, mod) {
         BuildLimits limits;
         if (table_bytes >= 0) limits.table_bytes = table_bytes;
         if (order_bytes > 0) limits.order_bytes = order_bytes;
+        if (shift) limits.shift = *shift;
         py::gil_scoped_release release;
         return ClusterStats::build(xv, yv, codes.data(), n_slots, threads, limits);
       },
       py::arg("y"), py::arg("X"), py::arg("codes"), py::arg("n_slots"), py::arg("threads") = 0,
-      py::arg("table_bytes") = -1.0, py::arg("order_bytes") = -1.0,
-      "one pass over the rows; table_bytes / order_bytes override the traversal budgets (tests)");
+      py::arg("table_bytes") = -1.0, py::arg("order_bytes") = -1.0, py::arg("shift") = py::none(),
+      "one pass over the rows; table_bytes / order_bytes override the traversal budgets (tests); shift: "
+      "the K + 1 centres (default: the first row), shared by batches so they add without re-shifting");
 
   py::class_<Model>(mod, "Model")
       .def(py::init([](const ClusterStats& s, int threads) {

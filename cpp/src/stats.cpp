@@ -214,8 +214,14 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   if (y.size != N) throw InputError(InputError::Other, -1, "y and X have different numbers of rows");
   if (N < 1) throw InputError(InputError::TooFewRows, -1, "no rows");
   std::vector<double> shift(K + 1);
-  for (index_t k = 0; k < K; ++k) shift[k] = X(0, k);
-  shift[K] = y[0];
+  if (!limits.shift.empty()) {
+    if (static_cast<index_t>(limits.shift.size()) != K + 1)
+      throw InputError(InputError::Other, -1, "shift must hold K + 1 values");
+    shift = limits.shift;
+  } else {
+    for (index_t k = 0; k < K; ++k) shift[k] = X(0, k);
+    shift[K] = y[0];
+  }
   ClusterStats out(K, n_slots, shift);
   RowGather gather{X, y, out.shift_.data(), K, PP};
   const index_t sq = P * PP;  // square accumulator size

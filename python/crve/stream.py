@@ -21,6 +21,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+READAHEAD = 2  # record batches decoded ahead of the one being added
+
 __all__ = ["from_batches", "from_formula_batches", "parquet_source", "csv_source"]
 
 
@@ -37,8 +39,14 @@ def parquet_source(source: Any, batch_size: int) -> tuple[Any, Any, int]:
     _need_arrow()
     import pyarrow.dataset as ds
 
-    dataset = source if isinstance(source, ds.Dataset) else ds.dataset(source, format="parquet")
-    return (lambda cols: dataset.to_batches(columns=cols, batch_size=batch_size)), dataset.schema, dataset.count_rows()
+    if isinstance(source, ds.Dataset):
+        dataset = source
+    else:  # without pre-buffering, pyarrow holds about one row group per column, not whole files
+        fmt = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
+        dataset = ds.dataset(source, format=fmt)
+    # Little readahead: memory stays near one row group per decoding thread.
+    return (lambda cols: dataset.to_batches(columns=cols, batch_size=batch_size, batch_readahead=READAHEAD,
+                                            fragment_readahead=1)), dataset.schema, dataset.count_rows()
 
 
 def csv_source(path: str, block_bytes: int, delimiter: str = ",") -> tuple[Any, Any, None]:
@@ -58,12 +66,30 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",") -> tuple[Any, 
 
 
 def _float_column(arr: Any, name: str) -> np.ndarray:
+    """A numeric Arrow column as float64 numpy (zero-copy for float64 without nulls; nulls -> NaN)."""
     import pyarrow as pa
 
     t = arr.type
     if not (pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_boolean(t) or pa.types.is_decimal(t)):
         raise ValueError(f"column {name!r} must be numeric; it holds {t}")
-    return np.asarray(arr.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    if t != pa.float64():
+        arr = arr.cast(pa.float64())
+    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+def _batch_codes(arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
+    """Cluster codes of one batch (-1 where missing), the label of each code, and the number of
+    codes. Small non-negative integer labels are their own codes (no hashing)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if pa.types.is_integer(arr.type) and arr.null_count == 0 and len(arr):
+        v = np.asarray(arr.to_numpy(), dtype=np.int64)
+        lo, hi = int(v.min()), int(v.max())
+        if lo >= 0 and hi < 2 * len(v) + 1024:
+            return v, np.arange(hi + 1), hi + 1
+    codes, uniques = pd.factorize(arr.to_pandas(), sort=False, use_na_sentinel=True)
+    return codes.astype(np.int64, copy=False), np.asarray(uniques, dtype=object), len(uniques)
 
 
 class _Accumulator:
@@ -84,8 +110,9 @@ class _Accumulator:
         from ._inputs import core_matrix
         from .stats import _threads
 
+        shift = None if self.total is None else list(self.total.shift)  # one shift: batches add exactly, fast
         part = _core.build_stats(y, core_matrix(X), np.ascontiguousarray(codes, dtype=np.int64), int(n_slots),
-                                 _threads(self.threads))
+                                 _threads(self.threads), shift=shift)
         present = np.flatnonzero(np.asarray(part.counts) > 0).astype(np.int64)
         if len(present) < n_slots:
             part.compact(present)
@@ -132,10 +159,6 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
     """A :class:`~crve.ClusterStats` built batch by batch from pyarrow record batches holding
     ``y``, ``x`` and ``cluster``. Rows with a missing value in any of them are dropped and
     counted (``stats.n_dropped``, ``stats.dropped_by``)."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     from ._inputs import Columns
 
     x = list(x)
@@ -150,24 +173,25 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
             n_rows = batch.num_rows
             if n_rows == 0:
                 continue
-            cols = {c: batch.column(batch.schema.get_field_index(c)) for c in used}
-            ok = None
-            for c in used:
-                valid = pc.is_valid(cols[c])
-                if c != cluster and pa.types.is_floating(cols[c].type):
-                    valid = pc.and_(valid, pc.invert(pc.is_nan(cols[c])))
-                dropped[c] += n_rows - (pc.sum(pc.cast(valid, pa.int64())).as_py() or 0)
-                ok = valid if ok is None else pc.and_(ok, valid)
-            n_ok = pc.sum(pc.cast(ok, pa.int64())).as_py() or 0
+            values = {c: _float_column(batch.column(batch.schema.get_field_index(c)), c) for c in [y, *x]}
+            codes, slot_labels, n_slots = _batch_codes(batch.column(batch.schema.get_field_index(cluster)))
+            ok = codes >= 0
+            dropped[cluster] += n_rows - int(ok.sum())
+            for c, v in values.items():
+                bad = np.isnan(v)  # Arrow nulls became NaN
+                if bad.any():
+                    dropped[c] += int(bad.sum())
+                    ok &= ~bad
+            n_ok = int(ok.sum())
             if n_ok < n_rows:
                 n_dropped += n_rows - n_ok
-                cols = {c: pc.filter(a, ok) for c, a in cols.items()}
+                values = {c: v[ok] for c, v in values.items()}
+                codes = codes[ok]
             if n_ok:
-                X = [_float_column(cols[c], c) for c in x]
+                X = [values[c] for c in x]
                 if intercept:
                     X = [np.broadcast_to(np.float64(1.0), (n_ok,))] + X
-                codes, uniques = pd.factorize(cols[cluster].to_pandas(), sort=False)
-                acc.add(_float_column(cols[y], y), Columns(X), codes, np.asarray(uniques, dtype=object), len(uniques))
+                acc.add(values[y], Columns(X), codes, slot_labels, n_slots)
             if bar is not None:
                 bar.update(n_rows)
     finally:

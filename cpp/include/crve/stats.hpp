@@ -22,6 +22,8 @@ namespace crve {
 struct BuildLimits {
   double table_bytes = 32.0 * (1 << 20);  // few-clusters mode: all chunk tables together
   double order_bytes = 16.0 * (1 << 20);  // many-clusters mode: the counting sort's row order
+  std::vector<double> shift;              // K + 1 centres (x, then y); empty: the first row's values.
+                                          // Batches built with one shift add without re-shifting.
 };
 
 class ClusterStats {
