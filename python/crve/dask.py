@@ -19,6 +19,8 @@ import functools
 import operator
 from typing import Any, Sequence
 
+from .stream import merge_counts
+
 __all__ = ["cluster_stats"]
 
 
@@ -48,15 +50,11 @@ def _partition_stats(part: Any, spec: dict) -> tuple:
         return None, len(part), {c: int(v) for c, v in na.items() if v}
 
 
-def _merge_counts(a: dict, b: dict) -> dict:
-    return {c: a.get(c, 0) + b.get(c, 0) for c in dict.fromkeys([*a, *b])}
-
-
 def _sum(*parts: tuple) -> tuple:
     """Sum of partition results (statistics add; counts of all-dropped partitions add)."""
     present = [p[0] for p in parts if p[0] is not None]
     stats = functools.reduce(operator.add, present) if present else None
-    return stats, sum(p[1] for p in parts), functools.reduce(_merge_counts, [p[2] for p in parts], {})
+    return stats, sum(p[1] for p in parts), functools.reduce(merge_counts, [p[2] for p in parts], {})
 
 
 def cluster_stats(ddf: Any, *, formula: str | None = None, y: str | None = None, x: Sequence[str] | None = None,
@@ -116,5 +114,5 @@ def _finish(result: tuple) -> Any:
         raise ValueError(f"no rows left to fit: every partition was empty or had missing values only "
                          f"({n_dropped:,} rows dropped)")
     stats.n_dropped += n_dropped
-    stats.dropped_by = _merge_counts(stats.dropped_by, dropped_by)
+    stats.dropped_by = merge_counts(stats.dropped_by, dropped_by)
     return stats

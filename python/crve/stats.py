@@ -261,6 +261,8 @@ class ClusterStats:
             raise ValueError(f"cannot add statistics with different columns: {self.names} vs {other.names}")
         import pandas as pd
 
+        from .stream import merge_counts
+
         union = pd.Index(self.labels).append(pd.Index(other.labels)).unique()
         pos_self = union.get_indexer(self.labels).astype(np.int64)
         pos_other = union.get_indexer(other.labels).astype(np.int64)
@@ -270,8 +272,7 @@ class ClusterStats:
         core.add(other._core, pos_other)
         out = ClusterStats(core, np.asarray(union), self.names)
         out.n_dropped = self.n_dropped + other.n_dropped
-        out.dropped_by = {c: self.dropped_by.get(c, 0) + other.dropped_by.get(c, 0)
-                          for c in dict.fromkeys([*self.dropped_by, *other.dropped_by])}
+        out.dropped_by = merge_counts(self.dropped_by, other.dropped_by)
         return out
 
     def __radd__(self, other: Any) -> "ClusterStats":

@@ -23,7 +23,7 @@ import numpy as np
 
 READAHEAD = 2  # record batches decoded ahead of the one being added
 
-__all__ = ["from_batches", "from_formula_batches", "parquet_source", "csv_source"]
+__all__ = ["from_batches", "from_formula_batches", "parquet_source", "csv_source", "merge_counts"]
 
 
 def _need_arrow() -> Any:
@@ -142,6 +142,11 @@ class _Accumulator:
         stats.n_dropped = n_dropped
         stats.dropped_by = {c: v for c, v in dropped_by.items() if v}
         return stats
+
+
+def merge_counts(a: dict, b: Any) -> dict:
+    """Per-column counts of dropped rows, added (``b``: a dict or a pandas Series)."""
+    return {c: int(a.get(c, 0)) + int(b.get(c, 0)) for c in dict.fromkeys([*a, *b.keys()])}
 
 
 def _progress_bar(progress: bool | None, total_rows: int | None) -> Any:
@@ -281,7 +286,7 @@ def from_formula_batches(make_batches: Any, schema: Any, formula: str, cluster: 
                     raise
                 n_dropped += batch.num_rows
                 na = df.isna().sum()
-                dropped = {c: dropped.get(c, 0) + int(na.get(c, 0)) for c in dict.fromkeys([*dropped, *na.index])}
+                dropped = merge_counts(dropped, na)
                 continue
             if names is None:
                 names = fd.names
@@ -291,7 +296,7 @@ def from_formula_batches(make_batches: Any, schema: Any, formula: str, cluster: 
                                  "behind categorical terms strings or wrap them in C(...)")
             acc.add(fd.y, fd.X, fd.codes, fd.labels, fd.n_slots)
             n_dropped += fd.n_dropped
-            dropped = {c: dropped.get(c, 0) + fd.dropped_by.get(c, 0) for c in dict.fromkeys([*dropped, *fd.dropped_by])}
+            dropped = merge_counts(dropped, fd.dropped_by)
     finally:
         if bar is not None:
             bar.close()
