@@ -158,26 +158,29 @@ def test_named_results_are_series():
     assert isinstance(plain.params, np.ndarray)
 
 
-@pytest.mark.parametrize("limits", [
-    dict(),                                    # few clusters: chunk tables
-    dict(table_bytes=0),                       # many clusters: counting sort, one range
-    dict(table_bytes=0, order_bytes=4096),     # counting sort built in many cluster ranges
+@pytest.mark.parametrize("limits,G,K", [
+    (dict(), 700, 3),                                  # few clusters: chunk tables (row scatter, K small)
+    (dict(table_bytes=1e12), 700, 9),                  # chunk tables, locally sorted sub-chunks of 8192 rows
+    (dict(table_bytes=1e12), 1100, 6),                 # ... sub-chunks of 8 G = 8800 rows
+    (dict(table_bytes=0), 700, 3),                     # many clusters: counting sort, one range
+    (dict(table_bytes=0, order_bytes=4096), 700, 3),   # counting sort built in many cluster ranges
 ])
 @pytest.mark.parametrize("grouped", [False, True])
-def test_every_traversal_mode_gives_the_same_statistics(limits, grouped):
+def test_every_traversal_mode_gives_the_same_statistics(limits, G, K, grouped):
     from crve import _core
 
     rng = np.random.default_rng(5)
-    N, G = 70_000, 700
+    N = 70_000
     g = rng.integers(0, G, N)
     g[:40_000] = 3  # one cluster larger than a segment: split and re-added
     if grouped:
         g = np.sort(g)
-    X = np.column_stack([np.ones(N), rng.normal(size=(N, 3)) + 10])
-    y = X @ [1, 2, 3, 4] + rng.normal(size=N)
-    ref = np.zeros((G, 21))
+    X = np.column_stack([np.ones(N), rng.normal(size=(N, K)) + 10])
+    y = X @ np.arange(1, K + 2) + rng.normal(size=N)
+    P = K + 3
+    ref = np.zeros((G, P * (P + 1) // 2))
     z = np.column_stack([X - X[0], np.ones(N), y - y[0]])
-    tri = np.tril_indices(6)
+    tri = np.tril_indices(P)
     for h in range(G):
         zz = z[g == h]
         ref[h] = (zz.T @ zz)[tri]

@@ -120,7 +120,8 @@ constexpr index_t kScatterTableBytes = 1 << 17;  // chunk tables up to this size
 constexpr index_t kBlockRows = 64;         // rows per kernel call
 constexpr index_t kPrefetchRows = 24;      // look-ahead of the gathers in the many-clusters mode
 constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
-constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode
+constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode (at least)
+constexpr index_t kSubChunkMax = 65536;    // ... and at most; in between, 8 rows per cluster on average
 
 inline index_t padded(index_t P) { return (P + 3) / 4 * 4; }
 
@@ -276,9 +277,12 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
         return;
       }
       std::vector<double> Z;
-      std::vector<index_t> start(n_slots + 1), rows(kSubChunkRows);
-      for (index_t s0 = lo; s0 < hi; s0 += kSubChunkRows) {
-        const index_t s1 = std::min(hi, s0 + kSubChunkRows);
+      // Sub-chunks long enough that a cluster's rows come in blocks of about 8 or more: the
+      // kernel's fixed cost per block would dominate with 1 to 4 rows per cluster.
+      const index_t sub = std::clamp<index_t>(8 * n_slots, kSubChunkRows, kSubChunkMax);
+      std::vector<index_t> start(n_slots + 1), rows(sub);
+      for (index_t s0 = lo; s0 < hi; s0 += sub) {
+        const index_t s1 = std::min(hi, s0 + sub);
         std::fill(start.begin(), start.end(), 0);
         for (index_t i = s0; i < s1; ++i) ++start[codes[i] + 1];
         for (index_t g = 0; g < n_slots; ++g) start[g + 1] += start[g];
