@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cctype>
 #include <optional>
 #include <string>
@@ -59,6 +60,17 @@ Variant parse_variant(std::string s) {
   if (s == "CV3") return Variant::CV3;
   if (s == "CV3J") return Variant::CV3J;
   throw std::invalid_argument("unknown variant " + s);
+}
+
+// Satterthwaite dof tr(Omega)^2 / tr(Omega^2) do not depend on the length of a contrast, but the
+// sums do (as its fourth power): working contrasts of columns in units of 1e150 would underflow.
+// Per-contrast (diagonal) sums are therefore taken for unit-length working contrasts.
+MatrixXd unit_columns(MatrixXd C) {
+  for (Eigen::Index j = 0; j < C.cols(); ++j) {
+    const double n = C.col(j).norm();
+    if (n > 0 && std::isfinite(n)) C.col(j) /= n;
+  }
+  return C;
 }
 
 py::dict omega_dict(const OmegaSums& o) {
@@ -202,7 +214,7 @@ PYBIND11_MODULE(_core, mod) {
             std::pair<CovResult, OmegaSums> r;
             {
               py::gil_scoped_release release;
-              r = cluster_cov_dof(m, v, m.contrasts(R), threads);
+              r = cluster_cov_dof(m, v, unit_columns(m.contrasts(R)), threads);
             }
             return py::make_tuple(m.to_raw(r.first.cov), r.first.leverage_one, omega_dict(r.second));
           },
@@ -215,7 +227,7 @@ PYBIND11_MODULE(_core, mod) {
             OmegaSums o;
             {
               py::gil_scoped_release release;
-              o = omega_sums(m, v, m.contrasts(R), full, threads);
+              o = omega_sums(m, v, full ? m.contrasts(R) : unit_columns(m.contrasts(R)), full, threads);
             }
             return omega_dict(o);
           },
@@ -250,7 +262,7 @@ PYBIND11_MODULE(_core, mod) {
             const VectorView yv = vector_view(y);
             if (xv.cols != m.K || xv.rows != yv.size) throw std::invalid_argument("X/y do not match the model");
             MatrixXd C;
-            if (R) C = m.contrasts(*R);
+            if (R) C = full ? m.contrasts(*R) : unit_columns(m.contrasts(*R));
             RowPass rp;
             {
               py::gil_scoped_release release;

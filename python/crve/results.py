@@ -24,6 +24,7 @@ _ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICA
 
 
 FEW_CLUSTERS = 30  # below this many clusters the summary notes that CV1 t tests can over-reject
+ILL_CONDITIONED = 1e-9  # rcond of the scaled X'X below which crve warns (about 7 digits or fewer left)
 
 
 class CrveWarning(UserWarning):
@@ -128,7 +129,11 @@ class Result:
                   _params=np.asarray(model.beta), _cov=np.empty(0), _df=np.empty(0), _model=model,
                   _stats=stats, _data=data, _singletons=singletons, _threads=0 if threads is None else int(threads),
                   _named=named)
-        return res._with(variant, dof)
+        out = res._with(variant, dof)
+        rcond = float(model.rcond)
+        if rcond < ILL_CONDITIONED:
+            warnings.warn(conditioning_text(rcond), CrveWarning, stacklevel=3)
+        return out
 
     def with_variant(self, variant: str, dof: Any = "auto") -> "Result":
         """The same fit with another covariance variant / dof rule (no pass over the rows for CV)."""
@@ -208,6 +213,8 @@ class Result:
         return satterthwaite(self._omega, R)
 
     def _warn(self) -> None:
+        if float(self._model.rcond) < ILL_CONDITIONED:
+            self.notes.append(conditioning_text(float(self._model.rcond)))
         if self.leverage_one and self.variant in ("CV2", "CV3", "CV3J", "HC2", "HC3"):
             what = "rows" if (self.variant.startswith("HC") or self._singletons) else "clusters"
             msg = (f"{self.leverage_one} {what} have leverage one (I - H_gg singular): "
@@ -453,6 +460,15 @@ class Result:
     def __repr__(self) -> str:
         return (f"<crve.Result {self.variant} (dof {self.dof_rule}): nobs={self.nobs}, "
                 f"n_clusters={self.n_clusters}, K={len(self._params)}>")
+
+
+def conditioning_text(rcond: float) -> str:
+    """The normal equations lose digits as X'X loses rank: the coefficients' relative accuracy is
+    about eps / rcond (rcond of the equilibrated X'X; below 1e-13 the design is refused)."""
+    digits = max(0.0, -np.log10(np.finfo(float).eps / rcond))
+    return (f"X'X is ill-conditioned (reciprocal condition number {rcond:.1e} after scaling): coefficients and "
+            f"standard errors are accurate to about {digits:.0f} significant digits; nearly collinear columns are "
+            "the usual cause")
 
 
 def check_restriction(R: Any, r: Any, K: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,195 @@
+"""Adversarial inputs (issue 7): each gives a correct answer, a clear error or documented
+handling; never a crash, a hang, a silent NaN or a wrong number."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import crve
+
+
+def _data(N=600, G=30, K=2, seed=0):
+    rng = np.random.default_rng(seed)
+    g = rng.integers(0, G, N)
+    X = np.column_stack([np.ones(N)] + [rng.normal(size=N) for _ in range(K)])
+    y = X @ np.arange(1.0, K + 2) + rng.normal(size=G)[g] + rng.normal(size=N)
+    return y, X, g
+
+
+def _finite(res):
+    assert np.isfinite(res._params).all() and np.isfinite(res._cov).all() and np.isfinite(res._df).all()
+
+
+@pytest.mark.parametrize("scale", [1e150, 1e-150, 1e100, 1e-100])
+def test_huge_and_tiny_magnitudes(scale):
+    y, X, g = _data()
+    ref = crve.cluster_robust(y, X, g, variant="CV2")
+    Xs = X.copy()
+    Xs[:, 1:] *= scale
+    res = crve.cluster_robust(y * scale, Xs, g, variant="CV2")
+    _finite(res)
+    np.testing.assert_allclose(res._params[1:], ref._params[1:], rtol=1e-9)       # slopes unchanged
+    np.testing.assert_allclose(res._params[0] / scale, ref._params[0], rtol=1e-9)  # intercept scales with y
+    np.testing.assert_allclose(np.sqrt(np.diag(res._cov))[1:], ref.bse[1:], rtol=1e-8)
+
+
+def test_values_whose_squares_overflow_are_refused_by_name():
+    y, X, g = _data()
+    X = X.copy()
+    X[:, 2] *= 1e200
+    with pytest.raises(ValueError, match="x2|column 2|overflow|non-finite|infinite"):
+        crve.cluster_robust(y, X, g)
+
+
+@pytest.mark.parametrize("eps", [1e-3, 1e-5, 1e-6])
+def test_nearly_collinear_columns_are_accurate_to_the_stated_digits(eps):
+    """cond(X'X) up to ~1e12: a fit, with a warning that states the digits left when the
+    normal equations lose more than about 7 (and those digits hold, against an SVD fit)."""
+    y, X, g = _data(N=2000, K=2)
+    rng = np.random.default_rng(1)
+    Xc = np.column_stack([X, X[:, 1] + eps * rng.normal(size=len(y))])
+    ref = np.linalg.lstsq(Xc, y, rcond=None)[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = crve.cluster_robust(y, Xc, g)
+    bound = max(1e-10, 50 * np.finfo(float).eps / float(res._model.rcond))
+    np.testing.assert_allclose(res._params, ref, rtol=bound, atol=bound * np.abs(ref).max())
+    warned = [w for w in caught if "ill-conditioned" in str(w.message)]
+    assert bool(warned) == (res._model.rcond < 1e-9)
+    if warned:
+        assert "significant digits" in str(warned[0].message) and any("ill-conditioned" in n for n in res.notes)
+
+
+def test_condition_1e16_is_refused_with_the_columns_named():
+    y, X, g = _data(N=2000, K=2)
+    rng = np.random.default_rng(1)
+    X16 = np.column_stack([X, X[:, 1] + 1e-9 * rng.normal(size=len(y))])
+    with pytest.raises(ValueError, match=r"columns \['a', 'a_copy'\] are \(nearly\) linearly dependent"):
+        crve.cluster_robust(y, X16, g, names=["const", "a", "b", "a_copy"])
+
+
+def test_regressor_constant_within_every_cluster():
+    y, X, g = _data()
+    rng = np.random.default_rng(3)
+    X = np.column_stack([X, rng.normal(size=g.max() + 1)[g]])
+    for v in ("CV1", "CV2", "CV3"):
+        _finite(crve.cluster_robust(y, X, g, variant=v))
+
+
+def test_one_cluster_holds_all_variation_of_a_regressor():
+    y, X, g = _data()
+    X = np.column_stack([X, np.where(g == 4, np.random.default_rng(4).normal(size=len(g)), 0.0)])
+    with pytest.warns(crve.CrveWarning, match="leverage one"):
+        res = crve.cluster_robust(y, X, g, variant="CV2")
+    assert res.leverage_one >= 1
+    assert np.isfinite(res._cov).all()
+
+
+def test_two_clusters():
+    y, X, g = _data(G=2)
+    res = crve.cluster_robust(y, X, g)
+    _finite(res)
+    assert res.df[1] == 1 and "few clusters" in " ".join(res.notes)
+    with pytest.warns(crve.CrveWarning):
+        bt = crve.wild_cluster_bootstrap(y, X, g, param=1, B=999, progress=False)
+    assert bt.enumerated and bt.B == 4
+    with pytest.raises(ValueError, match="restrictions"):
+        res.wald_test(np.eye(3)[1:])
+
+
+def test_one_row_per_cluster_everywhere():
+    y, X, _ = _data(N=300)
+    res = crve.cluster_robust(y, X, np.arange(300), variant="CV2")
+    hc = crve.cluster_robust(y, X, None, variant="HC2")
+    np.testing.assert_allclose(res._cov, hc._cov, rtol=1e-10)
+
+
+def test_a_million_clusters():
+    rng = np.random.default_rng(5)
+    N = 2_000_000
+    g = rng.integers(0, 1_000_000, N)
+    X = np.column_stack([np.ones(N), rng.normal(size=N)])
+    y = X @ [1.0, 0.5] + rng.normal(size=N)
+    res = crve.cluster_robust(y, X, g, variant="CV1")
+    _finite(res)
+    assert res.n_clusters == len(np.unique(g))
+
+
+def test_two_hundred_regressors():
+    rng = np.random.default_rng(6)
+    N, K, G = 4000, 200, 60
+    g = rng.integers(0, G, N)
+    X = np.column_stack([np.ones(N), rng.normal(size=(N, K - 1))])
+    y = X @ rng.normal(size=K) + rng.normal(size=N)
+    res = crve.cluster_robust(y, X, g, variant="CV2")
+    np.testing.assert_allclose(res._params, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-9, atol=1e-12)
+    _finite(res)
+    with pytest.raises(ValueError, match="at most G - 1"):
+        res.wald_test(np.eye(K)[1:])  # 199 restrictions with 60 clusters
+
+
+@pytest.mark.parametrize("kind", ["float32", "int", "bool", "object", "nullable", "readonly", "fortran",
+                                  "strided_rows", "strided_cols"])
+def test_dtypes_and_layouts(kind):
+    y, X, g = _data()
+    ref = crve.cluster_robust(y, X, g)
+    if kind == "float32":
+        Xk, yk = X.astype(np.float32), y.astype(np.float32)
+        res = crve.cluster_robust(yk, Xk, g)
+        np.testing.assert_allclose(res._params, crve.cluster_robust(yk.astype(float), Xk.astype(float), g)._params)
+        return
+    if kind in ("int", "bool"):
+        Xi = np.column_stack([np.ones(len(y), dtype=int), (X[:, 1] > 0).astype(kind), np.round(X[:, 2] * 3).astype(int)])
+        res = crve.cluster_robust(y, Xi, g)
+        np.testing.assert_allclose(res._params, crve.cluster_robust(y, Xi.astype(float), g)._params)
+        return
+    if kind == "object":
+        res = crve.cluster_robust(y.astype(object), X.astype(object), g.astype(object))
+    elif kind == "nullable":
+        df = pd.DataFrame(X, columns=["c", "a", "b"]).astype("Float64")
+        res = crve.cluster_robust(pd.Series(y, dtype="Float64"), df, pd.Series(g, dtype="Int64"))
+    elif kind == "readonly":
+        Xr, yr, gr = X.copy(), y.copy(), g.copy()
+        for a in (Xr, yr, gr):
+            a.setflags(write=False)
+        res = crve.cluster_robust(yr, Xr, gr)
+    elif kind == "fortran":
+        res = crve.cluster_robust(y, np.asfortranarray(X), g)
+    elif kind == "strided_rows":
+        big = np.repeat(X, 2, axis=0)
+        res = crve.cluster_robust(np.repeat(y, 2)[::2], big[::2], np.repeat(g, 2)[::2])
+    else:
+        wide = np.column_stack([X[:, 0], X[:, 0] * 0, X[:, 1], X[:, 0] * 0, X[:, 2]])
+        res = crve.cluster_robust(y, wide[:, ::2], g)
+    np.testing.assert_allclose(np.asarray(res._params), ref._params, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(res._cov), ref._cov, rtol=1e-10)
+
+
+def test_labels_mixing_types():
+    y, X, g = _data(G=6)
+    mixed = np.array([1, "1", 2.5, "b", None, (1, 2)], dtype=object)[g]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            res = crve.cluster_robust(y, X, mixed)
+        except ValueError as exc:  # None is a missing label: named
+            assert "missing" in str(exc)
+            mixed = np.array([1, "1", 2.5, "b", "x", (1, 2)], dtype=object)[g]
+            res = crve.cluster_robust(y, X, mixed)
+    assert res.n_clusters == 6  # 1 and "1" are different clusters
+    np.testing.assert_allclose(res._cov, crve.cluster_robust(y, X, g)._cov, rtol=1e-12)
+
+
+def test_bootstrap_with_one_draw_and_ten_million_draws():
+    y, X, g = _data(G=12)
+    one = crve.wild_cluster_bootstrap(y, X, g, param=1, B=1, weights="webb", seed=1, progress=False)
+    assert one.B == 1 and one.pvalue in (0.0, 1.0)
+    big = crve.wild_cluster_bootstrap(y, X, g, param=1, B=10_000_000, weights="webb", seed=1, conf_int=False,
+                                      progress=False)
+    assert big.B == 10_000_000 and 0 <= big.pvalue <= 1 and big.t_star.shape == (10_000_000,)
+    small = crve.wild_cluster_bootstrap(y, X, g, param=1, B=9999, weights="webb", seed=1, conf_int=False,
+                                        progress=False)
+    assert abs(big.pvalue - small.pvalue) < 0.02
