@@ -1,0 +1,198 @@
+"""Fuzz targets for the Python input layer and the CLI (issue 7), driven by Hypothesis.
+
+Each target takes generated input and must either succeed with finite numbers or fail with a
+clean ValueError / TypeError (the CLI: exit status 1 or 2 with a one-line message); anything else
+(another exception type, a crash, NaN in a result) is a finding.
+
+    python tests/fuzz_targets.py --examples 100000         # every target, 1e5 cases each
+    python tests/fuzz_targets.py --target cli_args --examples 20000
+
+The test suite runs every target with a few hundred cases (tests/test_fuzz.py).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import crve
+from crve.cli import main as cli_main
+
+CLEAN = (ValueError, TypeError)
+_floats = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64),
+                    st.sampled_from([0.0, 1.0, -1.0, 1e150, -1e-150, 1e308]))
+_labels = st.one_of(st.integers(-3, 5), st.text(max_size=2), st.floats(allow_nan=True, width=32), st.none(),
+                    st.booleans())
+
+
+def _check_result(res) -> None:
+    assert np.isfinite(res._params).all(), "non-finite coefficient"
+    cov = np.asarray(res._cov)
+    assert np.isfinite(np.diag(cov)).all() and (np.diag(cov) >= -1e-12 * np.abs(cov).max()).all(), "bad covariance"
+
+
+# -- target 1: arrays -----------------------------------------------------------------------
+@st.composite
+def array_inputs(draw):
+    N = draw(st.integers(0, 12))
+    K = draw(st.integers(0, 3))
+    kind = draw(st.sampled_from(["float", "int", "bool", "object", "float32", "str"]))
+    vals = draw(st.lists(_floats, min_size=N * K, max_size=N * K))
+    X = np.array(vals, dtype=float).reshape(N, K) if K else np.zeros((N, 0))
+    if draw(st.booleans()) and N:
+        X = np.column_stack([np.ones(N), X])
+    with np.errstate(all="ignore"):  # the generator's own casts (float32 overflow is an input to try)
+        if kind == "int":
+            X = np.nan_to_num(X, nan=0, posinf=1, neginf=-1).clip(-1e9, 1e9).astype(np.int64)
+        elif kind == "bool":
+            X = X > 0
+        elif kind == "object":
+            X = X.astype(object)
+        elif kind == "float32":
+            X = X.astype(np.float32)
+        elif kind == "str" and X.size:
+            X = X.astype(str)
+    y = np.array(draw(st.lists(_floats, min_size=draw(st.sampled_from([N, N, N, max(N - 1, 0)])),
+                               max_size=N + 1)), dtype=float)[:N + draw(st.integers(0, 1))]
+    clusters = draw(st.one_of(st.none(), st.lists(_labels, min_size=N, max_size=N),
+                              st.lists(st.integers(0, 3), min_size=N, max_size=N)))
+    variant = draw(st.sampled_from(["CV1", "CV2", "CV3", "CV3J", "HC1", "HC3", "iid", "CR2", "bogus"]))
+    dof = draw(st.sampled_from(["auto", "satterthwaite", "G-1", "N-K", "normal", 3.5, -1, "x"]))
+    return y, X, clusters, variant, dof
+
+
+def target_arrays(inp) -> None:
+    y, X, clusters, variant, dof = inp
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = crve.cluster_robust(y, X, clusters, variant=variant, dof=dof)
+    except CLEAN:
+        return
+    _check_result(res)
+
+
+# -- target 2: formulas and frames ------------------------------------------------------------
+_terms = st.sampled_from(["x", "z", "C(s)", "s", "b", "x:z", "x*C(s)", "np.log(z)", "I(x**2)", "0", "1", "- 1",
+                          "nosuch", "C(x)", "x +", "(", "y"])
+
+
+@st.composite
+def formula_inputs(draw):
+    N = draw(st.integers(0, 15))
+    data = {"y": draw(st.lists(_floats, min_size=N, max_size=N)),
+            "x": draw(st.lists(_floats, min_size=N, max_size=N)),
+            "z": draw(st.lists(st.floats(0.1, 10), min_size=N, max_size=N)),
+            "s": draw(st.lists(st.sampled_from(["a", "b", "c", None]), min_size=N, max_size=N)),
+            "b": draw(st.lists(st.booleans(), min_size=N, max_size=N)),
+            "g": draw(st.lists(_labels, min_size=N, max_size=N))}
+    formula = draw(st.one_of(st.builds(lambda ts: "y ~ " + " + ".join(ts), st.lists(_terms, min_size=1, max_size=3)),
+                             st.text(max_size=12)))
+    cluster = draw(st.sampled_from([None, "g", ["g", "s"], "nosuch", 3]))
+    kind = draw(st.sampled_from(["pandas", "dict", "polars", "arrow"]))
+    return formula, data, cluster, kind, draw(st.sampled_from([None, "CV2", "HC1", "iid"]))
+
+
+def target_formula(inp) -> None:
+    formula, data, cluster, kind, vcov = inp
+    import pandas as pd
+
+    frame = pd.DataFrame(data)
+    if kind == "dict":
+        frame = {k: list(v) for k, v in data.items()}
+    elif kind == "polars":
+        import polars as pl
+
+        frame = pl.from_pandas(pd.DataFrame(data).astype({"g": str}))
+    elif kind == "arrow":
+        import pyarrow as pa
+
+        frame = pa.Table.from_pandas(pd.DataFrame(data).astype({"g": str}), preserve_index=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = crve.ols(formula, frame, cluster=cluster, vcov=vcov)
+    except CLEAN:
+        return
+    _check_result(res)
+
+
+# -- target 3: CLI arguments ------------------------------------------------------------------
+_words = st.sampled_from(["fit", "demo", "certify", "--formula", "-f", "y ~ x", "--cluster", "-c", "g", "--vcov",
+                          "CV9", "CV2", "--dof", "-3", "--B", "0", "1", "--json", "--markdown", "--latex", "--G", "1",
+                          "--reps", "--clusters", "2", "--size", "--help", "--version", "nosuch.csv", "--alpha",
+                          "1.5", "--bootstrap", "x", "--weights", "odd", "--methods", "CV1", "--icc", "1.2"])
+
+
+def target_cli_args(argv) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rc = cli_main(list(argv))
+    except SystemExit as exc:  # argparse: usage errors (2) and --help / --version (0)
+        assert exc.code in (0, 2), f"exit {exc.code}"
+        return
+    assert rc in (0, 1, 130), f"rc {rc}"
+    if rc == 1:
+        assert err.getvalue().startswith("crve: error: ") and err.getvalue().count("\n") == 1, err.getvalue()
+
+
+_cli_argv = st.lists(_words, max_size=8).filter(
+    lambda a: not ({"demo", "certify"} & set(a)) or {"--clusters", "--G", "--reps", "--size"} & set(a) == set())
+
+
+# -- target 4: CLI files ----------------------------------------------------------------------
+_cells = st.one_of(st.floats(allow_nan=True, allow_infinity=True).map(repr), st.text(alphabet="ab,\"\n1.e-", max_size=4),
+                   st.sampled_from(["", "NA", "nan", "1", "2.5", "x"]))
+
+
+@st.composite
+def csv_files(draw):
+    header = draw(st.one_of(st.just(["y", "x", "g"]), st.lists(st.sampled_from(["y", "x", "g", "y", "", "x y"]),
+                                                                 min_size=0, max_size=4)))
+    rows = draw(st.lists(st.lists(_cells, min_size=len(header), max_size=len(header) + 1), max_size=12))
+    text = ",".join(header) + "\n" + "\n".join(",".join(r) for r in rows)
+    return text, draw(st.sampled_from([["-c", "g"], [], ["-c", "x"]])), draw(st.sampled_from(["y ~ x", "y ~ C(x)", "x ~ y"]))
+
+
+def target_cli_files(inp) -> None:
+    text, cluster, formula = inp
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "data.csv")
+        with open(path, "w") as fh:
+            fh.write(text)
+        target_cli_args(["fit", path, "-f", formula, *cluster])
+
+
+TARGETS = {"arrays": (target_arrays, array_inputs()), "formula": (target_formula, formula_inputs()),
+           "cli_args": (target_cli_args, _cli_argv), "cli_files": (target_cli_files, csv_files())}
+
+
+def run(name: str, examples: int, seed: int | None = None) -> float:
+    fn, strategy = TARGETS[name]
+    test = settings(max_examples=examples, deadline=None, database=None, derandomize=seed is not None,
+                    suppress_health_check=list(HealthCheck))(given(strategy)(fn))
+    t0 = time.perf_counter()
+    test()
+    return time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--examples", type=int, default=100_000)
+    ap.add_argument("--target", choices=list(TARGETS), action="append")
+    args = ap.parse_args()
+    for name in args.target or list(TARGETS):
+        seconds = run(name, args.examples)
+        print(f"{name}: {args.examples:,} cases, no finding, {seconds:.0f} s", flush=True)
+    sys.exit(0)
