@@ -387,6 +387,10 @@ def _draw(prob: Any, weights: str, seed: int, enumerated: bool, B: int, threads:
     per_draw = float(prob.K + prob.q) * prob.ncomp * 2 * (prob.G_var + prob.G_boot) + 64 * prob.G_boot
     n_threads = threads or _cpu_count()
     batch = max(4 * n_threads * chunk, int(_WORK_PER_BATCH / per_draw) // chunk * chunk)
+    from ._memory import check_fits
+
+    check_fits(2.0 * B * 8 * int(prob.width), f"the wild bootstrap with B = {B:,} draws",
+               "lower B (the p-value's resolution is 1/B)")
     out = np.empty((B, int(prob.width)))
     n_batches = -(-B // batch)
     if progress is None:

@@ -209,6 +209,11 @@ class ClusterStats:
 
     @classmethod
     def _build(cls, d: Design, threads: int | None) -> "ClusterStats":
+        from ._memory import check_fits
+
+        K = d.X.shape[1]
+        check_fits(float(d.n_slots) * (K + 2) * (K + 3) / 2 * 8, f"cluster statistics for {d.n_slots:,} clusters "
+                   f"and {K} columns", "fewer columns or coarser clusters (memory is O(G K^2))")
         core = _core.build_stats(d.y, core_matrix(d.X), np.ascontiguousarray(d.codes), d.n_slots, _threads(threads))
         counts = core.counts
         if (counts == 0).any():  # integer labels used as codes: drop the empty slots
