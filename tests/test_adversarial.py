@@ -193,3 +193,15 @@ def test_bootstrap_with_one_draw_and_ten_million_draws():
     small = crve.wild_cluster_bootstrap(y, X, g, param=1, B=9999, weights="webb", seed=1, conf_int=False,
                                         progress=False)
     assert abs(big.pvalue - small.pvalue) < 0.02
+
+
+def test_fuzz_finding_variance_overflow_is_said():
+    """Found by tests/fuzz_targets.py (arrays): a column in units of 1e-150 identified by one row
+    has a variance above the float64 range; the inf is reported with a note, never silently."""
+    y = np.array([18962.0, 0.0, 0.0, 0.0])
+    X = np.array([[1, 0, 0], [1, 1, 0], [1, 0, -1e-150], [1, 0, 0]], dtype=float)
+    with pytest.warns(crve.CrveWarning, match="overflows double precision"):
+        res = crve.cluster_robust(y, X, None, variant="HC1", names=["c", "a", "tiny"])
+    assert res._params[2] == pytest.approx(9481.0 / 1e-150)  # the exact OLS solution (lstsq's SVD cut drops it)
+    assert np.isinf(res._cov[2, 2]) and np.isfinite(res._cov[:2, :2]).all()
+    assert any("tiny" in n for n in res.notes)

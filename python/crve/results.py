@@ -153,7 +153,8 @@ class Result:
                      dropped_by=self.dropped_by, cluster_name=self.cluster_name)
         eye = np.eye(len(self._params))
         # Satterthwaite dof come from the same traversal as the covariance.
-        new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
+        with np.errstate(over="ignore"):  # a variance beyond float64 becomes inf and is reported by _warn
+            new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
         new._df = satterthwaite(lambda R, full: omega, eye) if omega is not None else new._dof(rule, eye)
         new._warn()
         return new
@@ -215,6 +216,13 @@ class Result:
     def _warn(self) -> None:
         if float(self._model.rcond) < ILL_CONDITIONED:
             self.notes.append(conditioning_text(float(self._model.rcond)))
+        var = np.diag(self._cov)
+        if not np.isfinite(var).all():
+            bad = [n for n, v in zip(self.names, var) if not np.isfinite(v)]
+            msg = (f"the variance of {', '.join(bad)} overflows double precision (reported as inf): the "
+                   "column's units are extreme (rescale it) or the data barely identify it")
+            self.notes.append(msg)
+            warnings.warn(msg, CrveWarning, stacklevel=4)
         if self.leverage_one and self.variant in ("CV2", "CV3", "CV3J", "HC2", "HC3"):
             what = "rows" if (self.variant.startswith("HC") or self._singletons) else "clusters"
             msg = (f"{self.leverage_one} {what} have leverage one (I - H_gg singular): "
