@@ -205,3 +205,14 @@ def test_fuzz_finding_variance_overflow_is_said():
     assert res._params[2] == pytest.approx(9481.0 / 1e-150)  # the exact OLS solution (lstsq's SVD cut drops it)
     assert np.isinf(res._cov[2, 2]) and np.isfinite(res._cov[:2, :2]).all()
     assert any("tiny" in n for n in res.notes)
+
+
+def test_fuzz_finding_perfect_fit_has_no_negative_variance():
+    """Found by tests/fuzz_targets.py (arrays target): y = x exactly, so the residuals are zero;
+    the sum of squared residuals, expanded from the statistics, rounded to -1e-17 and gave a
+    negative classical variance. Sums of squares are now clamped at zero."""
+    y = np.array([1.0, 0.0, 0.0, 1.0, 0.0])
+    X = np.column_stack([np.ones(5), y])
+    res = crve.cluster_robust(y, X, None, variant="iid")
+    assert (np.diag(res._cov) >= 0).all() and res.ssr >= 0
+    np.testing.assert_allclose(res._params, [0.0, 1.0], atol=1e-12)

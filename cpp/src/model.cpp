@@ -1,5 +1,6 @@
 #include "crve/model.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 
@@ -85,7 +86,8 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     bg = scale.cwiseProduct(Z.col(K).head(K));
     Cw.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();
     S.col(g) = bg - Cw * gamma;
-    uu[g] = Z(K, K) - gamma.dot(bg) - gamma.dot(S.col(g));
+    // u_g'u_g >= 0; the expansion can round below zero for a (near-)perfect fit.
+    uu[g] = std::max(0.0, Z(K, K) - gamma.dot(bg) - gamma.dot(S.col(g)));
   }, 1024);
   ssr = uu.sum();
   // Total sum of squares: about the mean when the model has an intercept.
