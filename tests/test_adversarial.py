@@ -213,6 +213,21 @@ def test_fuzz_finding_perfect_fit_has_no_negative_variance():
     negative classical variance. Sums of squares are now clamped at zero."""
     y = np.array([1.0, 0.0, 0.0, 1.0, 0.0])
     X = np.column_stack([np.ones(5), y])
-    res = crve.cluster_robust(y, X, None, variant="iid")
+    with pytest.warns(crve.CrveWarning, match="fits the data exactly"):
+        res = crve.cluster_robust(y, X, None, variant="iid")
     assert (np.diag(res._cov) >= 0).all() and res.ssr >= 0
     np.testing.assert_allclose(res._params, [0.0, 1.0], atol=1e-12)
+
+
+@pytest.mark.parametrize("variant", ["iid", "HC0", "HC1", "CV1", "CV2"])
+def test_fuzz_finding_exact_fit_at_large_magnitude(variant):
+    """Found by tests/fuzz_targets.py (arrays target): y = 0.43 x exactly with |x| ~ 1e15. The
+    residuals are rounding noise, HC variances rounded to -1e-19 (NaN standard errors). An
+    exact fit is now said (warning and note) and variances are clamped at zero."""
+    y = np.array([7.64922893e14, 0.0, 0.0, 7.64922893e14 / 2])
+    X = np.column_stack([np.ones(4), y / 0.43166739])
+    g = None if variant in ("iid", "HC0", "HC1") else np.array([0, 1, 2, 2])
+    with pytest.warns(crve.CrveWarning, match="fits the data exactly"):
+        res = crve.cluster_robust(y, X, g, variant=variant)
+    assert (np.diag(res._cov) >= 0).all() and not np.isnan(np.asarray(res.bse)).any()
+    assert any("fits the data exactly" in n for n in res.notes)

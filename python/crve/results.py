@@ -24,6 +24,7 @@ _ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICA
 
 
 FEW_CLUSTERS = 30  # below this many clusters the summary notes that CV1 t tests can over-reject
+EXACT_FIT = 1e-12  # SSR / TSS below this: an exact fit (R^2 = 1 to rounding)
 ILL_CONDITIONED = 1e-9  # rcond of the scaled X'X below which crve warns (about 7 digits or fewer left)
 
 
@@ -156,6 +157,9 @@ class Result:
         with np.errstate(over="ignore"):  # a variance beyond float64 becomes inf and is reported by _warn
             new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
         new._df = satterthwaite(lambda R, full: omega, eye) if omega is not None else new._dof(rule, eye)
+        if new._exact_fit():  # residuals at rounding level: a variance may round below zero
+            d = np.diag(new._cov).copy()
+            np.fill_diagonal(new._cov, np.maximum(d, 0.0))
         new._warn()
         return new
 
@@ -213,7 +217,18 @@ class Result:
             return np.full(q, np.inf)
         return satterthwaite(self._omega, R)
 
+    def _exact_fit(self) -> bool:
+        """R^2 = 1 to rounding: the sum of squared residuals is below 1e-12 of the total."""
+        m = self._model
+        return float(m.ssr) <= EXACT_FIT * max(float(m.tss), 0.0)
+
     def _warn(self) -> None:
+        if self._exact_fit():
+            msg = ("the model fits the data exactly (residual sum of squares below 1e-12 of the total): the "
+                   "residuals are rounding noise, so standard errors are zero up to rounding and tests are not "
+                   "meaningful")
+            self.notes.append(msg)
+            warnings.warn(msg, CrveWarning, stacklevel=4)
         if float(self._model.rcond) < ILL_CONDITIONED:
             self.notes.append(conditioning_text(float(self._model.rcond)))
         var = np.diag(self._cov)
