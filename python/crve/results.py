@@ -157,7 +157,8 @@ class Result:
         with np.errstate(over="ignore"):  # a variance beyond float64 becomes inf and is reported by _warn
             new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
         new._df = satterthwaite(lambda R, full: omega, eye) if omega is not None else new._dof(rule, eye)
-        if new._exact_fit():  # residuals at rounding level: a variance may round below zero
+        if new._exact_fit() or float(new._model.rcond) < ILL_CONDITIONED:  # rounding-level residuals or digits
+            # lost: a variance may round below zero (both cases carry a note saying so)
             d = np.diag(new._cov).copy()
             np.fill_diagonal(new._cov, np.maximum(d, 0.0))
         new._warn()
@@ -486,12 +487,14 @@ class Result:
 
 
 def conditioning_text(rcond: float) -> str:
-    """The normal equations lose digits as X'X loses rank: the coefficients' relative accuracy is
-    about eps / rcond (rcond of the equilibrated X'X; below 1e-13 the design is refused)."""
-    digits = max(0.0, -np.log10(np.finfo(float).eps / rcond))
+    """The normal equations lose digits as X'X loses rank: the coefficients' accuracy relative to
+    their norm is about 100 eps / rcond (rcond of the equilibrated X'X; below 1e-12 the design is
+    refused). The factor 100 is measured: forming X'X and mapping back to the caller's basis add
+    to the solver's eps / rcond (tests/test_adversarial.py, fuzz findings in RELIABILITY.md)."""
+    digits = -np.log10(100 * np.finfo(float).eps / rcond)  # 100: forming X'X and mapping back add to eps / rcond
+    acc = f"about {digits:.0f} significant digits" if digits >= 1 else "less than one significant digit"
     return (f"X'X is ill-conditioned (reciprocal condition number {rcond:.1e} after scaling): coefficients and "
-            f"standard errors are accurate to about {digits:.0f} significant digits; nearly collinear columns are "
-            "the usual cause")
+            f"standard errors are accurate to {acc}; nearly collinear columns are the usual cause")
 
 
 def check_restriction(R: Any, r: Any, K: int) -> tuple[np.ndarray, np.ndarray]:

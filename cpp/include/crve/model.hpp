@@ -19,7 +19,7 @@ using Eigen::VectorXd;
 class Model {
  public:
   /// rcond of the scaled X'X below which the design is refused as collinear.
-  static constexpr double kRankTol = 1e-13;
+  static constexpr double kRankTol = 1e-12;  // below it fewer than 1 digit would be left (100 eps / rcond)
 
   /// `stats` must outlive the Model (the per-cluster blocks are read from it, not copied).
   Model(const ClusterStats& stats, int threads = 0);
