@@ -243,3 +243,35 @@ def test_fuzz_finding_edge_of_rank_is_refused():
                   [1, 0, 0, 0], [1, 0, 0, 1.0]])
     with pytest.raises(ValueError, match=r"columns \['a', 'b'\] are \(nearly\) linearly dependent"):
         crve.cluster_robust(y, X, None, variant="HC1", names=["c", "a", "b", "d"])
+
+
+def test_fuzz_finding_rounded_negative_variance_is_zero_and_said():
+    """Found by tests/fuzz_targets.py (arrays target): x near 1e9 and one row at x = 0; the
+    intercept's HC variance (about 3e-18) came out as -4e-17 after mapping back from the shifted
+    basis, a NaN standard error. A negative variance is now reported as 0 with a note."""
+    y = np.array([0.0, 0.0, 1.0])
+    X = np.array([[1, 9.99999997e8], [1, 0], [1, 1e9]])
+    with pytest.warns(crve.CrveWarning, match="rounded below zero"):
+        res = crve.cluster_robust(y, X, None, variant="HC1", names=["Intercept", "x"])
+    assert (np.diag(res._cov) >= 0).all() and not np.isnan(np.asarray(res.bse)).any()
+    assert any("Intercept" in n and "rounded below zero" in n for n in res.notes)
+    np.testing.assert_allclose(res._params, np.linalg.lstsq(X, y, rcond=None)[0], rtol=1e-6)
+
+
+def test_fuzz_finding_constant_outcome_summary(tmp_path, capsys):
+    """Found by tests/fuzz_targets.py (cli_files target): a constant outcome made R-squared
+    divide by zero in the summary (a crash of crve fit). R-squared is now NaN, shown as
+    undefined."""
+    from crve.cli import main
+
+    path = tmp_path / "d.csv"
+    path.write_text("y,x,g\n0.0,0.0,0.0\n0.0,0.0,0.0\n")
+    rc = main(["fit", str(path), "-f", "y ~ C(x)"])
+    out, err = capsys.readouterr()
+    assert rc in (0, 1) and "Traceback" not in err
+    y = np.zeros(6)
+    X = np.column_stack([np.ones(6), np.arange(6.0)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", crve.CrveWarning)
+        res = crve.cluster_robust(y, X, None, variant="HC1")
+    assert np.isnan(res.rsquared) and "undefined (the outcome is constant)" in str(res.summary())

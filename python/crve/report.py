@@ -212,7 +212,8 @@ def result_report(res: Any, alpha: float = 0.05) -> Report:
     facts.append(("Degrees of freedom", _DOF_TEXT.get(res.dof_rule, str(res.dof_rule)) if isinstance(res.dof_rule, str)
                   else f"{res.dof_rule:g} (user-supplied)"))
     facts.append(("Reference distribution", reference_text(res.dof_rule, res._df, G, N, K)))
-    facts.append(("R-squared", f"{res.rsquared:.4f}"))
+    r2 = res.rsquared
+    facts.append(("R-squared", f"{r2:.4f}" if math.isfinite(r2) else "undefined (the outcome is constant)"))
     notes = list(res.notes)
     if not res._singletons and res._stats.counts.max() > 0.25 * N and G > 2:
         notes.append(f"the largest cluster holds {res._stats.counts.max() / N:.0%} of the rows: with unbalanced "

@@ -110,6 +110,7 @@ class Result:
     _named: bool = field(repr=False, default=False)
     leverage_one: int = 0
     notes: list[str] = field(default_factory=list)
+    _negative: list = field(repr=False, default_factory=list)  # variances that rounded below zero (set to 0)
     # Set by crve.ols: the formula, the outcome's name, rows dropped for missing values (and by
     # column), and the cluster column(s).
     formula: str | None = None
@@ -157,10 +158,9 @@ class Result:
         with np.errstate(over="ignore"):  # a variance beyond float64 becomes inf and is reported by _warn
             new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
         new._df = satterthwaite(lambda R, full: omega, eye) if omega is not None else new._dof(rule, eye)
-        if new._exact_fit() or float(new._model.rcond) < ILL_CONDITIONED:  # rounding-level residuals or digits
-            # lost: a variance may round below zero (both cases carry a note saying so)
-            d = np.diag(new._cov).copy()
-            np.fill_diagonal(new._cov, np.maximum(d, 0.0))
+        new._negative = [n for n, v in zip(new.names, np.diag(new._cov)) if v < 0]
+        if new._negative:  # only rounding makes a variance negative: its value is zero to rounding
+            np.fill_diagonal(new._cov, np.maximum(np.diag(new._cov), 0.0))
         new._warn()
         return new
 
@@ -232,6 +232,13 @@ class Result:
             warnings.warn(msg, CrveWarning, stacklevel=4)
         if float(self._model.rcond) < ILL_CONDITIONED:
             self.notes.append(conditioning_text(float(self._model.rcond)))
+        if self._negative and not self._exact_fit():
+            msg = (f"the variance of {', '.join(self._negative)} rounded below zero and is reported as 0: it is "
+                   "zero to rounding at the data's scale (large offsets relative to the spread, as with an "
+                   "uncentred regressor and a tiny intercept standard error, cause this; centre the columns for "
+                   "more digits)")
+            self.notes.append(msg)
+            warnings.warn(msg, CrveWarning, stacklevel=4)
         var = np.diag(self._cov)
         if not np.isfinite(var).all():
             bad = [n for n, v in zip(self.names, var) if not np.isfinite(v)]
@@ -279,9 +286,15 @@ class Result:
     def bse(self) -> Any:
         return self._out(np.sqrt(np.diag(self._cov)))
 
+    def _t(self) -> np.ndarray:
+        """t statistics; 0/0 (an exact fit: estimate and standard error both zero) is NaN, which the
+        result's notes explain."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self._params / np.sqrt(np.diag(self._cov))
+
     @property
     def tvalues(self) -> Any:
-        return self._out(self._params / np.sqrt(np.diag(self._cov)))
+        return self._out(self._t())
 
     @property
     def df(self) -> Any:
@@ -289,8 +302,7 @@ class Result:
 
     @property
     def pvalues(self) -> Any:
-        t = self._params / np.sqrt(np.diag(self._cov))
-        return self._out(2 * sps.t.sf(np.abs(t), self._df))
+        return self._out(2 * sps.t.sf(np.abs(self._t()), self._df))
 
     @property
     def ssr(self) -> float:
@@ -298,7 +310,9 @@ class Result:
 
     @property
     def rsquared(self) -> float:
-        return float(1 - self._model.ssr / self._model.tss)
+        """1 - SSR/TSS (TSS about the mean with an intercept); NaN when the outcome is constant."""
+        tss = float(self._model.tss)
+        return float(1 - self._model.ssr / tss) if tss > 0 else float("nan")
 
     def conf_int(self, alpha: float = 0.05) -> Any:
         """Two-sided 1 - alpha intervals from T(df) per coefficient (K x 2)."""
@@ -321,7 +335,7 @@ class Result:
 
         ci = np.asarray(self.conf_int(alpha))
         se = np.sqrt(np.diag(self._cov))
-        t = self._params / se
+        t = self._t()
         return pd.DataFrame({"term": self.names, "estimate": self._params, "std_error": se, "statistic": t,
                              "df": self._df, "p_value": 2 * sps.t.sf(np.abs(t), self._df),
                              "conf_low": ci[:, 0], "conf_high": ci[:, 1]})
