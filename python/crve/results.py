@@ -25,7 +25,7 @@ _ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICA
 
 FEW_CLUSTERS = 30  # below this many clusters the summary notes that CV1 t tests can over-reject
 EXACT_FIT = 1e-12  # SSR / TSS below this: an exact fit (R^2 = 1 to rounding)
-ILL_CONDITIONED = 1e-9  # rcond of the scaled X'X below which crve warns (about 7 digits or fewer left)
+ILL_CONDITIONED = 1e-9  # rcond of the scaled X'X below which crve warns (about 5 digits or fewer left)
 
 
 class CrveWarning(UserWarning):
