@@ -275,3 +275,13 @@ def test_fuzz_finding_constant_outcome_summary(tmp_path, capsys):
         warnings.simplefilter("ignore", crve.CrveWarning)
         res = crve.cluster_robust(y, X, None, variant="HC1")
     assert np.isnan(res.rsquared) and "undefined (the outcome is constant)" in str(res.summary())
+
+
+def test_fuzz_finding_underflowing_column_is_refused_by_name():
+    """Found by tests/fuzz_targets.py (arrays target, 1e5 run): a column of size 1e-298 has
+    squares that underflow to zero, so it looked constant and its coefficient overflowed to inf.
+    Non-finite coefficients are now refused, naming the column."""
+    y = np.array([0.0, 0.0, 5.08735865e11])
+    X = np.array([[9.43312396e-298], [0.0], [0.0]])
+    with pytest.raises(ValueError, match="coefficients of tiny are not finite.*rescale"):
+        crve.cluster_robust(y, X, None, names=["tiny"])

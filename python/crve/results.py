@@ -126,6 +126,12 @@ class Result:
         from .stats import model_or_error
 
         model = model_or_error(stats, threads, design)
+        beta = np.asarray(model.beta)
+        if not (np.abs(beta) < 1e300).all():  # a column whose squares underflowed looks constant
+            bad = [n for n, b in zip(stats.names, beta) if not abs(b) < 1e300]
+            raise ValueError(f"the coefficients of {', '.join(map(str, bad))} are not finite: values below about "
+                             "1e-150 or above 1e150 in magnitude make their squares under- or overflow double "
+                             "precision; rescale those columns")
         G = int(model.N) if singletons else stats.n_clusters
         res = cls(variant="", dof_rule=None, names=stats.names, nobs=int(round(model.N)), n_clusters=G,
                   _params=np.asarray(model.beta), _cov=np.empty(0), _df=np.empty(0), _model=model,
