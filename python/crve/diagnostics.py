@@ -32,6 +32,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .sums import pack_index
+
 __all__ = ["Diagnostics", "anova_icc", "moulton_factor", "FEW_TREATED", "LARGE_MOULTON"]
 
 FEW_TREATED = 10     # fewer treated (or control) clusters than this: CV1 t tests over-reject (MacKinnon-Webb 2017)
@@ -83,10 +85,6 @@ def moulton_factor(icc_x: Any, icc_u: float, sizes: np.ndarray) -> Any:
     return np.sqrt(np.where(inside > 0, inside, np.nan))
 
 
-def _pack(i: int, j: int) -> int:
-    return i * (i + 1) // 2 + j if i >= j else j * (j + 1) // 2 + i
-
-
 class Diagnostics:
     """Design diagnostics of a clustered fit; build with :meth:`crve.Result.diagnostics`.
 
@@ -123,8 +121,8 @@ class Diagnostics:
 
         # Per-cluster sums of every regressor from the shifted Gram of z = [x - m, 1, y - m_y].
         packed = np.asarray(stats._core.packed)
-        xsum = np.column_stack([packed[:, _pack(K, k)] for k in range(K)])
-        xsq = np.column_stack([packed[:, _pack(k, k)] for k in range(K)])
+        xsum = np.column_stack([packed[:, pack_index(K, k)] for k in range(K)])
+        xsq = np.column_stack([packed[:, pack_index(k, k)] for k in range(K)])
         ssw = xsq - xsum ** 2 / n[:, None]
         intercept = int(model.intercept)
         self._intercept = self.names[intercept] if intercept >= 0 else None

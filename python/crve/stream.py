@@ -77,21 +77,6 @@ def _float_column(arr: Any, name: str) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64)
 
 
-def _batch_codes(arr: Any) -> tuple[np.ndarray, np.ndarray, int]:
-    """Cluster codes of one batch (-1 where missing), the label of each code, and the number of
-    codes. Small non-negative integer labels are their own codes (no hashing)."""
-    import pandas as pd
-    import pyarrow as pa
-
-    if pa.types.is_integer(arr.type) and arr.null_count == 0 and len(arr):
-        v = np.asarray(arr.to_numpy(), dtype=np.int64)
-        lo, hi = int(v.min()), int(v.max())
-        if lo >= 0 and hi < 2 * len(v) + 1024:
-            return v, np.arange(hi + 1), hi + 1
-    codes, uniques = pd.factorize(arr.to_pandas(), sort=False, use_na_sentinel=True)
-    return codes.astype(np.int64, copy=False), np.asarray(uniques, dtype=object), len(uniques)
-
-
 class _Accumulator:
     """Running statistics of the batches seen so far; clusters are keyed by label, so a cluster
     whose rows are spread over many batches is added up exactly (re-shifted where needed)."""
@@ -164,7 +149,7 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
     """A :class:`~crve.ClusterStats` built batch by batch from pyarrow record batches holding
     ``y``, ``x`` and ``cluster``. Rows with a missing value in any of them are dropped and
     counted (``stats.n_dropped``, ``stats.dropped_by``)."""
-    from ._inputs import Columns
+    from ._inputs import Columns, factorize_clusters
 
     x = list(x)
     used = [y] + x + [cluster]
@@ -179,7 +164,8 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
             if n_rows == 0:
                 continue
             values = {c: _float_column(batch.column(batch.schema.get_field_index(c)), c) for c in [y, *x]}
-            codes, slot_labels, n_slots = _batch_codes(batch.column(batch.schema.get_field_index(cluster)))
+            labels = batch.column(batch.schema.get_field_index(cluster))
+            codes, slot_labels, n_slots = factorize_clusters(labels.to_pandas(), len(labels), allow_missing=True)
             ok = codes >= 0
             dropped[cluster] += n_rows - int(ok.sum())
             for c, v in values.items():
