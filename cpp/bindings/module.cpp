@@ -148,7 +148,10 @@ PYBIND11_MODULE(_core, mod) {
         return out;
       })
       .def("block", &ClusterStats::block)
-      .def("nonfinite_column", &ClusterStats::nonfinite_column)
+      .def("nonfinite_column", [](const ClusterStats& s, int threads) {
+             py::gil_scoped_release release;
+             return s.nonfinite_column(threads);
+           }, py::arg("threads") = 0)
       .def("add", [](ClusterStats& s, const ClusterStats& other, const I64Array& map) {
         if (map.ndim() != 1 || map.shape(0) != other.G()) throw std::invalid_argument("map must have one entry per cluster");
         s.add(other, map.data());
@@ -160,7 +163,8 @@ PYBIND11_MODULE(_core, mod) {
   mod.def(
       "build_stats",
       [](const F64Array& y, const py::object& X, const I64Array& codes, index_t n_slots, int threads,
-         double table_bytes, double order_bytes, std::optional<std::vector<double>> shift) {
+         double table_bytes, double order_bytes, std::optional<std::vector<double>> shift,
+         bool drop_empty) -> py::object {
         std::vector<F64Array> keep;
         const MatrixView xv = matrix_view(X, keep);
         const VectorView yv = vector_view(y);
@@ -168,15 +172,24 @@ PYBIND11_MODULE(_core, mod) {
           throw std::invalid_argument("codes must be a contiguous 1-D int64 array with one entry per row");
         BuildLimits limits;
         if (table_bytes >= 0) limits.table_bytes = table_bytes;
-        if (order_bytes > 0) limits.order_bytes = order_bytes;
+        if (order_bytes > 0) limits.order_bytes = order_bytes, limits.order_fraction = 0.0;
         if (shift) limits.shift = *shift;
-        py::gil_scoped_release release;
-        return ClusterStats::build(xv, yv, codes.data(), n_slots, threads, limits);
+        limits.drop_empty = drop_empty;
+        std::vector<index_t> kept;
+        ClusterStats out;
+        {
+          py::gil_scoped_release release;
+          out = ClusterStats::build(xv, yv, codes.data(), n_slots, threads, limits, &kept);
+        }
+        if (!drop_empty) return py::cast(std::move(out));
+        return py::make_tuple(std::move(out), py::array_t<std::int64_t>(kept.size(), kept.data()));
       },
       py::arg("y"), py::arg("X"), py::arg("codes"), py::arg("n_slots"), py::arg("threads") = 0,
       py::arg("table_bytes") = -1.0, py::arg("order_bytes") = -1.0, py::arg("shift") = py::none(),
+      py::arg("drop_empty") = false,
       "one pass over the rows; table_bytes / order_bytes override the traversal budgets (tests); shift: "
-      "the K + 1 centres (default: the first row), shared by batches so they add without re-shifting");
+      "the K + 1 centres (default: the first row), shared by batches so they add without re-shifting; "
+      "drop_empty: leave out slots with no rows and return (stats, slot numbers kept)");
 
   py::class_<Model>(mod, "Model")
       .def(py::init([](const ClusterStats& s, int threads) {

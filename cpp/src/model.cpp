@@ -17,9 +17,16 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
 
   // The whole sample's Gram of z = [x - m, 1, y - m_y]: sums of squares are exactly zero for a
   // constant column.
-  std::vector<double> total(np, 0.0);
-  for (index_t g = 0; g < G; ++g)
-    for (index_t e = 0; e < np; ++e) total[e] += stats.gram(g)[e];
+  // Summed over 16 fixed cluster chunks: the same on any number of threads.
+  const std::vector<double> total = parallel_reduce<std::vector<double>>(
+      G, threads, 16, 16384, [np] { return std::vector<double>(np, 0.0); },
+      [&](std::vector<double>& t, index_t g) {
+        const double* z = stats.gram(g);
+        for (index_t e = 0; e < np; ++e) t[e] += z[e];
+      },
+      [](std::vector<double>& a, const std::vector<double>& b) {
+        for (size_t e = 0; e < a.size(); ++e) a[e] += b[e];
+      });
   auto tot = [&](index_t i, index_t j) { return total[ClusterStats::pack_index(i, j)]; };
   for (index_t i = 0; i < P; ++i)
     if (!std::isfinite(tot(i, i))) throw InputError(InputError::NonFinite, i == K + 1 ? K : i, "non-finite values");
@@ -76,18 +83,36 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   gamma = A * b;
   gamma += A * (b - C * gamma);  // one step of iterative refinement
 
-  // Scores s_g = b_g - C_g gamma and u_g'u_g = y_g'y_g - 2 gamma'b_g + gamma'C_g gamma.
+  // Scores s_g = b_g - C_g gamma and u_g'u_g, straight from the packed z-Gram Z_g: with T the
+  // map z -> [W, y] (T_x its first K columns, t_y the last), the residual is z'v for
+  // v = t_y - T_x (scale * gamma), so s_g = scale * T_x' Z_g v and u_g'u_g = v' Z_g v.
+  MatrixXd T = selection_ ? MatrixXd::Zero(P, K + 1) : Tz_;
+  if (selection_)
+    for (index_t k = 0; k <= K; ++k) T(idx_[k], k) = 1.0;
+  const VectorXd v = T.col(K) - T.leftCols(K) * scale.cwiseProduct(gamma);
+  const MatrixXd TxS = scale.asDiagonal() * T.leftCols(K).transpose();  // K x P
   S.resize(K, G);
   uu.resize(G);
   parallel_tasks(G, threads, [&](index_t g) {
-    thread_local MatrixXd Z, Cw;
-    thread_local VectorXd bg;
-    working_block(stats.gram(g), Z);
-    bg = scale.cwiseProduct(Z.col(K).head(K));
-    Cw.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();
-    S.col(g) = bg - Cw * gamma;
-    // u_g'u_g >= 0; the expansion can round below zero for a (near-)perfect fit.
-    uu[g] = std::max(0.0, Z(K, K) - gamma.dot(bg) - gamma.dot(S.col(g)));
+    const double* z = stats.gram(g);
+    double r[64];  // Z_g v (P <= 64 here; wider designs take the general path below)
+    std::vector<double> big;
+    double* zv = r;
+    if (P > 64) big.assign(P, 0.0), zv = big.data();
+    std::fill(zv, zv + P, 0.0);
+    for (index_t i = 0; i < P; ++i, z += i) {  // packed row i: z[0..i]
+      double acc = 0.0;
+      const double vi = v[i];
+      for (index_t j = 0; j < i; ++j) {
+        acc += z[j] * v[j];
+        zv[j] += z[j] * vi;
+      }
+      zv[i] += acc + z[i] * vi;
+    }
+    double q = 0.0;
+    for (index_t i = 0; i < P; ++i) q += v[i] * zv[i];
+    S.col(g).noalias() = TxS * Eigen::Map<const VectorXd>(zv, P);
+    uu[g] = std::max(0.0, q);  // u_g'u_g >= 0; the expansion can round below zero for a (near-)perfect fit
   }, 1024);
   ssr = uu.sum();
   // Total sum of squares: about the mean when the model has an intercept.

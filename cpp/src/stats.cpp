@@ -3,6 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <new>
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "crve/parallel.hpp"
 
@@ -80,7 +84,7 @@ template <> struct RowOf<4> { using type = Row4; };
 template <> struct RowOf<8> { using type = Row8; };
 
 template <index_t K>
-void scatter_rows_fixed(const MatrixView& X, const VectorView& y, const double* shift, const std::int64_t* codes,
+inline __attribute__((always_inline)) void scatter_rows_fixed(const MatrixView& X, const VectorView& y, const double* shift, const std::int64_t* codes,
                         index_t lo, index_t hi, double* table) {
   constexpr index_t PP = (K + 2 + 3) / 4 * 4;
   using Row = typename RowOf<PP>::type;
@@ -120,6 +124,7 @@ constexpr index_t kScatterTableBytes = 1 << 17;  // chunk tables up to this size
 constexpr index_t kBlockRows = 64;         // rows per kernel call
 constexpr index_t kPrefetchRows = 24;      // look-ahead of the gathers in the many-clusters mode
 constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
+constexpr index_t kTaskRows = 8192;        // rows per task of whole small clusters (at most)
 constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode (at least)
 constexpr index_t kSubChunkMax = 65536;    // ... and at most; in between, 8 rows per cluster on average
 
@@ -157,9 +162,11 @@ struct RowGather {
   }
   void prefetch(index_t i) const {  // the rows of a cluster are scattered: hide DRAM latency
     if (uniform && cs == 1) {
+      // Every cache line the row touches: an 88-byte row can span three.
       const char* p = reinterpret_cast<const char*>(X.col[0] + i * rs);
-      __builtin_prefetch(p);
-      __builtin_prefetch(p + 64);
+      const char* last = p + (K - 1) * sizeof(double);
+      for (; p <= last; p += 64) __builtin_prefetch(p);
+      __builtin_prefetch(last);
     } else {
       for (index_t k = 0; k < K; ++k) __builtin_prefetch(X.col[k] + i * X.stride[k]);
     }
@@ -167,31 +174,51 @@ struct RowGather {
   }
 };
 
-// acc (square, P x PP) += Gram of the n rows at(0..n), in blocks of kBlockRows.
+// acc (square, P x PP) += Gram of the n rows at(0..n), in blocks of kBlockRows. Rows at(r) for
+// r < ahead (>= n: the look-ahead runs on into the next clusters' rows) are prefetched
+// kPrefetchRows early; ahead = 0 turns prefetching off (rows read in order).
 template <class At>
-void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, std::vector<double>& Z, bool prefetch) {
+void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, std::vector<double>& Z, index_t ahead) {
   const index_t PP = gather.PP, P = gather.K + 2;
   Z.resize(kBlockRows * PP);
   for (index_t lo = 0; lo < n; lo += kBlockRows) {
     const index_t b = std::min(kBlockRows, n - lo);
     for (index_t r = 0; r < b; ++r) {
-      if (prefetch && lo + r + kPrefetchRows < n) gather.prefetch(at(lo + r + kPrefetchRows));
+      if (lo + r + kPrefetchRows < ahead) gather.prefetch(at(lo + r + kPrefetchRows));
       gather(at(lo + r), Z.data() + r * PP);
     }
     gram_update(acc, Z.data(), b, P, PP);
   }
 }
 
-// packed lower triangle += square (P x PP) accumulator.
-void add_square_to_packed(double* packed, const double* acc, index_t P, index_t PP) {
+// packed lower triangle = square (P x PP) accumulator.
+void square_to_packed(double* packed, const double* acc, index_t P, index_t PP) {
   for (index_t i = 0; i < P; ++i)
-    for (index_t j = 0; j <= i; ++j) packed[i * (i + 1) / 2 + j] += acc[i * PP + j];
+    for (index_t j = 0; j <= i; ++j) packed[i * (i + 1) / 2 + j] = acc[i * PP + j];
 }
 
 }  // namespace
 
+void* bulk_allocate(std::size_t bytes) {
+  constexpr std::size_t kHuge = std::size_t(1) << 21, kHugeFrom = std::size_t(4) << 20;
+  void* p = nullptr;
+  if (bytes >= kHugeFrom) {
+    if (posix_memalign(&p, kHuge, (bytes + kHuge - 1) / kHuge * kHuge) != 0) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    madvise(p, bytes, MADV_HUGEPAGE);  // advice only: ignored where huge pages are off
+#endif
+  } else {
+    p = std::malloc(bytes == 0 ? 1 : bytes);
+    if (p == nullptr) throw std::bad_alloc();
+  }
+  return p;
+}
+
 ClusterStats::ClusterStats(index_t K, index_t G, std::vector<double> shift)
     : K_(K), G_(G), shift_(std::move(shift)), packed_(static_cast<size_t>(G * (K + 2) * (K + 3) / 2), 0.0) {}
+
+ClusterStats::ClusterStats(index_t K, index_t G, std::vector<double> shift, Uninitialised)
+    : K_(K), G_(G), shift_(std::move(shift)), packed_(static_cast<size_t>(G * (K + 2) * (K + 3) / 2)) {}
 
 double ClusterStats::nobs() const {
   double n = 0;
@@ -209,7 +236,8 @@ Eigen::MatrixXd ClusterStats::block(index_t g) const {
 }
 
 ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const std::int64_t* codes,
-                                 index_t n_slots, int threads, const BuildLimits& limits) {
+                                 index_t n_slots, int threads, const BuildLimits& limits,
+                                 std::vector<index_t>* kept) {
   const double kTableBytes = limits.table_bytes, kOrderBytes = limits.order_bytes;
   const index_t N = X.rows, K = X.cols, P = K + 2, PP = padded(P);
   if (y.size != N) throw InputError(InputError::Other, -1, "y and X have different numbers of rows");
@@ -223,16 +251,21 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
     for (index_t k = 0; k < K; ++k) shift[k] = X(0, k);
     shift[K] = y[0];
   }
-  ClusterStats out(K, n_slots, shift);
-  RowGather gather{X, y, out.shift_.data(), K, PP};
+  RowGather gather{X, y, shift.data(), K, PP};
   const index_t sq = P * PP;  // square accumulator size
 
-  // Counts, and whether each cluster's rows are contiguous (then no permutation is needed).
-  // With few slots, row chunks count in parallel (integer sums: any order gives the same).
-  const index_t n_count = (n_slots <= 65536 && N >= 262144) ? 16 : 1;
-  std::vector<std::vector<index_t>> counts(n_count, std::vector<index_t>(n_slots, 0));
+  // Counts per row chunk, and whether each cluster's rows are contiguous (then no permutation is
+  // needed). The chunks (a power of two up to 16, at least 16384 rows each, their count arrays
+  // together within an eighth of the codes' size or 1 MB) depend on N and G only; integer sums
+  // come out the same in any order. The chunk counts also place rows in the counting sort below.
+  index_t n_count = 1;
+  while (n_count < 16 && 2 * n_count * 16384 <= N &&
+         2.0 * n_count * n_slots * sizeof(index_t) <= std::max<double>(1 << 20, N))
+    n_count *= 2;
+  std::vector<std::vector<index_t>> counts(n_count);
   std::vector<index_t> chunk_runs(n_count, 0), bad(n_count, -1);
   parallel_tasks(n_count, threads, [&](index_t t) {
+    counts[t].assign(n_slots, 0);
     index_t* cnt = counts[t].data();
     const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
     index_t r = 0;
@@ -249,7 +282,7 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   });
   for (index_t t = 0; t < n_count; ++t)
     if (bad[t] >= 0) throw InputError(InputError::BadCode, bad[t], "cluster code out of range");
-  std::vector<index_t> count = std::move(counts[0]);
+  std::vector<index_t> count(counts[0]);
   index_t runs = chunk_runs[0];
   for (index_t t = 1; t < n_count; ++t) {
     for (index_t g = 0; g < n_slots; ++g) count[g] += counts[t][g];
@@ -258,6 +291,19 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   index_t nonempty = 0;
   for (index_t g = 0; g < n_slots; ++g) nonempty += count[g] > 0;
   const bool grouped = runs == nonempty;
+
+  // The output: a slot's statistics go to dest[slot]; with drop_empty, empty slots get none and
+  // the others keep their order. Every kept cluster is written exactly once below.
+  std::vector<index_t> dest(n_slots);
+  index_t n_out = 0;
+  for (index_t g = 0; g < n_slots; ++g) dest[g] = (limits.drop_empty && count[g] == 0) ? -1 : n_out++;
+  if (kept) {
+    kept->clear();
+    for (index_t g = 0; g < n_slots; ++g)
+      if (dest[g] >= 0) kept->push_back(g);
+  }
+  ClusterStats out(K, n_out, shift, Uninitialised{});
+  auto dst_of = [&](index_t g) { return dest[g] < 0 ? nullptr : out.gram(dest[g]); };
 
   // Few clusters, rows in any order: row chunks, each with its own table; inside a chunk rows
   // are grouped by a local counting sort, so X is read sequentially and the kernel sees blocks
@@ -292,95 +338,126 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
           const index_t n = start[g + 1] - start[g];
           if (n == 0) continue;
           const index_t* rg = rows.data() + start[g];
-          accumulate_rows(gather, [rg](index_t r) { return rg[r]; }, n, table[c].data() + g * sq, Z, false);
+          accumulate_rows(gather, [rg](index_t r) { return rg[r]; }, n, table[c].data() + g * sq, Z, 0);
         }
       }
     });
     auto reduce_cluster = [&](index_t g) {  // chunk tables added in chunk order
+      if (dest[g] < 0) return;
       std::vector<double> acc(sq, 0.0);
       for (index_t c = 0; c < n_chunks; ++c) {
         const double* t = table[c].data() + g * sq;
         for (index_t e = 0; e < sq; ++e) acc[e] += t[e];
       }
-      add_square_to_packed(out.gram(g), acc.data(), P, PP);
+      square_to_packed(dst_of(g), acc.data(), P, PP);
     };
     parallel_tasks(n_slots, threads, reduce_cluster, 256);
     return out;
   }
 
   // Many clusters, or rows already grouped by cluster: each cluster's rows are visited in place
-  // (grouped input) or through a stable counting sort. The sort's row order (uint32 where N
-  // allows) is built for one range of clusters at a time so that it stays within kOrderBytes.
+  // (grouped input) or through a stable counting sort, built in parallel: row chunk t writes its
+  // rows of cluster g after those of chunks 0..t-1, so the order is the same for any thread
+  // count. The row order (uint32 where N allows) is built for one range of clusters at a time
+  // so that it stays within the budget: order_bytes, or if larger a twentieth of the input.
   const index_t npack = out.npack();
   const bool narrow = N < (index_t(1) << 32);
+  const double order_budget = std::max(kOrderBytes, limits.order_fraction * N * (K + 2) * 8.0);
   const index_t n_ranges =
-      grouped ? 1 : std::max<index_t>(1, static_cast<index_t>(N * (narrow ? 4.0 : 8.0) / kOrderBytes) + 1);
+      grouped ? 1 : std::max<index_t>(1, static_cast<index_t>(N * (narrow ? 4.0 : 8.0) / order_budget) + 1);
   std::vector<index_t> start(n_slots + 1, 0);
   if (grouped) {
     for (index_t i = 0; i < N; ++i)
       if (i == 0 || codes[i - 1] != codes[i]) start[codes[i]] = i;
   }
-  std::vector<std::uint32_t> order32;
-  std::vector<std::int64_t> order64;
-  index_t g_lo = 0;
+  bulk_vector<std::uint32_t> order32;
+  bulk_vector<std::int64_t> order64;
+  index_t g_lo = 0, before = 0;  // rows of the clusters below g_lo
   for (index_t range = 0; range < n_ranges; ++range) {
     // Clusters [g_lo, g_hi) hold about N / n_ranges rows.
     index_t g_hi = g_lo, rows = 0;
     const index_t target = N * (range + 1) / n_ranges;
-    static_assert(sizeof(index_t) == 8, "");
-    index_t before = 0;
-    for (index_t g = 0; g < g_lo; ++g) before += count[g];
     while (g_hi < n_slots && (before + rows < target || range + 1 == n_ranges)) rows += count[g_hi++];
     if (!grouped) {
       start[g_lo] = 0;
       for (index_t g = g_lo; g < g_hi; ++g) start[g + 1] = start[g] + count[g];
-      std::vector<index_t> pos(start.begin() + g_lo, start.begin() + g_hi);
-      if (narrow) {
-        order32.resize(rows);
-        for (index_t i = 0; i < N; ++i)
-          if (codes[i] >= g_lo && codes[i] < g_hi) order32[pos[codes[i] - g_lo]++] = static_cast<std::uint32_t>(i);
-      } else {
-        order64.resize(rows);
-        for (index_t i = 0; i < N; ++i)
-          if (codes[i] >= g_lo && codes[i] < g_hi) order64[pos[codes[i] - g_lo]++] = i;
+      const index_t width = g_hi - g_lo;
+      std::vector<index_t> pos(n_count * width);
+      for (index_t g = g_lo; g < g_hi; ++g) {
+        index_t p = start[g];
+        for (index_t t = 0; t < n_count; ++t) {
+          pos[t * width + g - g_lo] = p;
+          p += counts[t][g];
+        }
       }
+      if (narrow) order32.resize(rows); else order64.resize(rows);
+      parallel_tasks(n_count, threads, [&](index_t t) {
+        index_t* at = pos.data() + t * width;
+        const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
+        for (index_t i = lo; i < hi; ++i) {
+          const index_t c = codes[i] - g_lo;
+          if (c < 0 || c >= width) continue;
+          if (narrow) order32[at[c]++] = static_cast<std::uint32_t>(i); else order64[at[c]++] = i;
+        }
+      });
     }
-    // Tasks: each cluster, split into segments of at most kSegmentRows rows. A cluster in one
-    // segment is written in place; split clusters get partial sums added in segment order.
-    struct Segment { index_t g, lo, n, part; };
-    std::vector<Segment> seg;
+    // Tasks: runs of consecutive clusters of about kTaskRows rows; a cluster of more than
+    // kSegmentRows rows is split into segments whose partial sums are added in segment order.
+    struct Task { index_t g0, g1, lo, n, part; };  // clusters [g0, g1), or rows [lo, lo + n) of g0
+    std::vector<Task> tasks;
     index_t n_parts = 0;
-    for (index_t g = g_lo; g < g_hi; ++g) {
-      if (count[g] == 0) continue;
-      if (count[g] <= kSegmentRows) {
-        seg.push_back({g, start[g], count[g], -1});
-      } else {
+    for (index_t g = g_lo; g < g_hi;) {
+      if (count[g] > kSegmentRows) {
         for (index_t lo = 0; lo < count[g]; lo += kSegmentRows)
-          seg.push_back({g, start[g] + lo, std::min(kSegmentRows, count[g] - lo), n_parts++});
+          tasks.push_back({g, g + 1, start[g] + lo, std::min(kSegmentRows, count[g] - lo), n_parts++});
+        ++g;
+        continue;
       }
+      index_t g1 = g, n = 0;
+      while (g1 < g_hi && count[g1] <= kSegmentRows && (n == 0 || n + count[g1] <= kTaskRows)) n += count[g1++];
+      tasks.push_back({g, g1, 0, 0, -1});
+      g = g1;
     }
+    const index_t range_rows = grouped ? N : rows;
     std::vector<double> parts(n_parts * npack, 0.0);
-    parallel_tasks(static_cast<index_t>(seg.size()), threads, [&](index_t t) {
+    parallel_tasks(static_cast<index_t>(tasks.size()), threads, [&](index_t t) {
       thread_local std::vector<double> Z, acc;
-      acc.assign(sq, 0.0);
-      const Segment& s = seg[t];
-      if (grouped) {
-        accumulate_rows(gather, [&s](index_t r) { return s.lo + r; }, s.n, acc.data(), Z, false);
-      } else if (narrow) {
-        const std::uint32_t* o = order32.data() + s.lo;
-        accumulate_rows(gather, [o](index_t r) { return static_cast<index_t>(o[r]); }, s.n, acc.data(), Z, true);
+      const Task& task = tasks[t];
+      // One cluster's rows: the order from position `first`; the prefetch runs on to the range's end.
+      auto run = [&](index_t first, index_t n, double* dst) {
+        acc.assign(sq, 0.0);
+        if (grouped) {
+          accumulate_rows(gather, [first](index_t r) { return first + r; }, n, acc.data(), Z, 0);
+        } else if (narrow) {
+          const std::uint32_t* o = order32.data() + first;
+          accumulate_rows(gather, [o](index_t r) { return static_cast<index_t>(o[r]); }, n, acc.data(), Z,
+                          range_rows - first);
+        } else {
+          const std::int64_t* o = order64.data() + first;
+          accumulate_rows(gather, [o](index_t r) { return o[r]; }, n, acc.data(), Z, range_rows - first);
+        }
+        square_to_packed(dst, acc.data(), P, PP);
+      };
+      if (task.part >= 0) {
+        run(task.lo, task.n, parts.data() + task.part * npack);
       } else {
-        const std::int64_t* o = order64.data() + s.lo;
-        accumulate_rows(gather, [o](index_t r) { return o[r]; }, s.n, acc.data(), Z, true);
+        for (index_t g = task.g0; g < task.g1; ++g) {
+          if (count[g] > 0) {
+            run(start[g], count[g], dst_of(g));
+          } else if (dest[g] >= 0) {
+            std::fill(dst_of(g), dst_of(g) + npack, 0.0);
+          }
+        }
       }
-      add_square_to_packed(s.part < 0 ? out.gram(s.g) : parts.data() + s.part * npack, acc.data(), P, PP);
     });
-    for (const Segment& s : seg) {
-      if (s.part < 0) continue;
-      double* dst = out.gram(s.g);
-      const double* src = parts.data() + s.part * npack;
+    for (const Task& task : tasks) {  // split clusters: parts added in order
+      if (task.part < 0) continue;
+      double* dst = dst_of(task.g0);
+      const double* src = parts.data() + task.part * npack;
+      if (task.lo == start[task.g0]) std::fill(dst, dst + npack, 0.0);
       for (index_t e = 0; e < npack; ++e) dst[e] += src[e];
     }
+    before += rows;
     g_lo = g_hi;
   }
   return out;
@@ -425,11 +502,18 @@ void ClusterStats::compact(const std::int64_t* keep, index_t n) {
   packed_.resize(n * np);  // shrinks in place: no second copy of the statistics
 }
 
-index_t ClusterStats::nonfinite_column() const {
+index_t ClusterStats::nonfinite_column(int threads) const {
   const index_t P = this->P();
-  std::vector<double> diag(P, 0.0);
-  for (index_t g = 0; g < G_; ++g)
-    for (index_t i = 0; i < P; ++i) diag[i] += gram(g)[i * (i + 1) / 2 + i];
+  // Diagonal sums over 16 fixed cluster chunks (the same on any thread count).
+  const std::vector<double> diag = parallel_reduce<std::vector<double>>(
+      G_, threads, 16, 16384, [&] { return std::vector<double>(P, 0.0); },
+      [&](std::vector<double>& d, index_t g) {
+        const double* z = gram(g);
+        for (index_t i = 0; i < P; ++i) d[i] += z[i * (i + 1) / 2 + i];
+      },
+      [](std::vector<double>& a, const std::vector<double>& b) {
+        for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+      });
   for (index_t i = 0; i < P; ++i)
     if (!std::isfinite(diag[i])) return i < K_ ? i : K_;
   return -1;

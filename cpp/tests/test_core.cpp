@@ -198,6 +198,26 @@ int main() {
   const bool same_cov = cluster_cov(m1, Variant::CV2, 1).cov == cluster_cov(m4, Variant::CV2, 4).cov;
   std::printf("%s CV2 identical on 1 and 4 threads\n", same_cov ? "ok  " : "FAIL");
   failures += !same_cov;
+  // drop_empty: only the slots with rows, in slot order, and their slot numbers; both traversals.
+  for (double table_bytes : {0.0, 1e12}) {
+    std::vector<std::int64_t> odd(big.g.size());
+    for (size_t i = 0; i < odd.size(); ++i) odd[i] = 2 * big.g[i] + 1;  // even slots stay empty
+    const MatrixView xv = MatrixView::strided(big.X.data(), big.X.rows(), big.X.cols(), 1, big.X.rows());
+    const VectorView yv{big.y.data(), big.X.rows(), 1};
+    BuildLimits lim;
+    lim.table_bytes = table_bytes;
+    lim.drop_empty = true;
+    std::vector<index_t> kept;
+    const ClusterStats sd = ClusterStats::build(xv, yv, odd.data(), 2 * big.G + 1, 2, lim, &kept);
+    bool ok = sd.G() == big.G && static_cast<index_t>(kept.size()) == big.G;
+    for (index_t h = 0; ok && h < big.G; ++h) ok = kept[h] == 2 * h + 1;
+    std::printf("%s drop_empty keeps the %ld odd slots in order\n", ok ? "ok  " : "FAIL", static_cast<long>(sd.G()));
+    failures += !ok;
+    if (ok) {
+      const Eigen::Map<const MatrixXd> a(sd.packed().data(), sd.npack(), sd.G()), b(s1.packed().data(), s1.npack(), s1.G());
+      CHECK_CLOSE(MatrixXd(a), MatrixXd(b), 1e-13, "drop_empty statistics = statistics of the non-empty slots");
+    }
+  }
   test_bootstrap(d, m);
   test_diagnostics(d, m);
   std::printf("%d failed\n", failures);

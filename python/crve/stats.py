@@ -214,23 +214,19 @@ class ClusterStats:
         K = d.X.shape[1]
         check_fits(float(d.n_slots) * (K + 2) * (K + 3) / 2 * 8, f"cluster statistics for {d.n_slots:,} clusters "
                    f"and {K} columns", "fewer columns or coarser clusters (memory is O(G K^2))")
-        core = _core.build_stats(d.y, core_matrix(d.X), np.ascontiguousarray(d.codes), d.n_slots, _threads(threads))
-        counts = core.counts
-        if (counts == 0).any():  # integer labels used as codes: drop the empty slots
-            keep = np.flatnonzero(counts > 0).astype(np.int64)
-            core.compact(keep)
-            labels = np.asarray(d.labels)[keep]
-        else:
-            labels = d.labels
+        # Slots with no rows (integer labels are used as codes directly) are left out.
+        core, kept = _core.build_stats(d.y, core_matrix(d.X), np.ascontiguousarray(d.codes), d.n_slots,
+                                       _threads(threads), drop_empty=True)
+        labels = d.labels if len(kept) == d.n_slots else np.asarray(d.labels)[kept]
         stats = cls(core, labels, d.names)
-        bad = stats._nonfinite_column()
+        bad = stats._nonfinite_column(threads)
         if bad is not None:
             raise ValueError(nonfinite_message(d, bad))
         return stats
 
-    def _nonfinite_column(self) -> int | None:
+    def _nonfinite_column(self, threads: int | None = None) -> int | None:
         """First column (K for y) with NaN/inf in its sum of squares, or None."""
-        col = self._core.nonfinite_column()
+        col = self._core.nonfinite_column(_threads(threads))
         return None if col < 0 else int(col)
 
     # -- properties ---------------------------------------------------------------------

@@ -96,11 +96,8 @@ class _Accumulator:
         from .stats import _threads
 
         shift = None if self.total is None else list(self.total.shift)  # one shift: batches add exactly, fast
-        part = _core.build_stats(y, core_matrix(X), np.ascontiguousarray(codes, dtype=np.int64), int(n_slots),
-                                 _threads(self.threads), shift=shift)
-        present = np.flatnonzero(np.asarray(part.counts) > 0).astype(np.int64)
-        if len(present) < n_slots:
-            part.compact(present)
+        part, present = _core.build_stats(y, core_matrix(X), np.ascontiguousarray(codes, dtype=np.int64),
+                                          int(n_slots), _threads(self.threads), shift=shift, drop_empty=True)
         labs = pd.Index(np.asarray(slot_labels, dtype=object)[present], tupleize_cols=False)
         new = labs[~labs.isin(self.labels)]
         if len(new):
@@ -121,7 +118,7 @@ class _Accumulator:
             raise ValueError(f"no rows left to fit ({n_dropped:,} dropped for missing values)")
         self.total.compact(np.arange(len(self.labels), dtype=np.int64))
         stats = ClusterStats(self.total, np.asarray(self.labels, dtype=object), names)
-        bad = stats._nonfinite_column()
+        bad = stats._nonfinite_column(self.threads)
         if bad is not None:
             raise ValueError(f"column {yname if bad >= len(names) else names[bad]!r} has infinite values")
         stats.n_dropped = n_dropped

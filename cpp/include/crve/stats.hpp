@@ -11,17 +11,54 @@
 #pragma once
 #include <Eigen/Dense>
 #include <cstdint>
+#include <cstdlib>
+#include <new>
+#include <utility>
 #include <vector>
 
 #include "views.hpp"
 
 namespace crve {
 
+/// Allocator for big scratch and result arrays: elements are left uninitialised (their writer
+/// fills every one, in parallel, so pages are first touched by the threads that use them), and
+/// blocks of 4 MB or more ask the kernel for transparent huge pages (fewer page faults).
+template <class T>
+struct BulkAllocator {
+  using value_type = T;
+  BulkAllocator() = default;
+  template <class U>
+  BulkAllocator(const BulkAllocator<U>&) {}
+  T* allocate(std::size_t n);
+  void deallocate(T* p, std::size_t) { std::free(p); }
+  template <class U>
+  void construct(U* p) noexcept {
+    ::new (static_cast<void*>(p)) U;  // default-initialisation: no zeroing
+  }
+  template <class U, class... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+  template <class U>
+  bool operator==(const BulkAllocator<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const BulkAllocator<U>&) const { return false; }
+};
+template <class T>
+using bulk_vector = std::vector<T, BulkAllocator<T>>;
+void* bulk_allocate(std::size_t bytes);
+template <class T>
+T* BulkAllocator<T>::allocate(std::size_t n) {
+  return static_cast<T*>(bulk_allocate(n * sizeof(T)));
+}
+
 /// Memory budgets that choose the traversal of ClusterStats::build (tests shrink them to reach
 /// every mode on small data). They never depend on the thread count.
 struct BuildLimits {
   double table_bytes = 32.0 * (1 << 20);  // few-clusters mode: all chunk tables together
   double order_bytes = 16.0 * (1 << 20);  // many-clusters mode: the counting sort's row order
+  double order_fraction = 0.05;           // ... or, if more, this fraction of the input's size
+  bool drop_empty = false;                // leave slots with no rows out of the result
   std::vector<double> shift;              // K + 1 centres (x, then y); empty: the first row's values.
                                           // Batches built with one shift add without re-shifting.
 };
@@ -29,13 +66,17 @@ struct BuildLimits {
 class ClusterStats {
  public:
   ClusterStats() = default;
+  /// G empty clusters (all sums zero).
   ClusterStats(index_t K, index_t G, std::vector<double> shift);
 
   /// One pass over the rows. codes[i] in [0, n_slots) names row i's cluster; rows need not be
-  /// sorted. Slots with no rows stay empty (n_g = 0). Work is split by cluster or by fixed row
+  /// sorted. Slots with no rows stay empty (n_g = 0) unless limits.drop_empty. Work is split by cluster or by fixed row
   /// chunks, never by thread count, so the result is the same on any number of threads.
+  /// With limits.drop_empty the result holds only the slots with rows, in slot order, and
+  /// `kept` (if given) receives their slot numbers.
   static ClusterStats build(const MatrixView& X, const VectorView& y, const std::int64_t* codes,
-                            index_t n_slots, int threads, const BuildLimits& limits = BuildLimits());
+                            index_t n_slots, int threads, const BuildLimits& limits = BuildLimits(),
+                            std::vector<index_t>* kept = nullptr);
 
   index_t K() const { return K_; }
   index_t G() const { return G_; }
@@ -46,8 +87,8 @@ class ClusterStats {
   const std::vector<double>& shift() const { return shift_; }
   double* gram(index_t g) { return packed_.data() + g * npack(); }
   const double* gram(index_t g) const { return packed_.data() + g * npack(); }
-  std::vector<double>& packed() { return packed_; }
-  const std::vector<double>& packed() const { return packed_; }
+  bulk_vector<double>& packed() { return packed_; }
+  const bulk_vector<double>& packed() const { return packed_; }
   double count(index_t g) const { return gram(g)[pack_index(K_, K_)]; }
   double nobs() const;
 
@@ -58,14 +99,16 @@ class ClusterStats {
   void add(const ClusterStats& other, const std::int64_t* map);
   /// The first column (K for y) whose sum of squares is NaN or inf (NaN/inf in the data, or
   /// overflow), or -1.
-  index_t nonfinite_column() const;
+  index_t nonfinite_column(int threads = 1) const;
   /// Keep only the clusters keep[0..n) (strictly increasing), in place.
   void compact(const std::int64_t* keep, index_t n);
 
  private:
   index_t K_ = 0, G_ = 0;
   std::vector<double> shift_;   // m (K) then m_y
-  std::vector<double> packed_;  // G x npack
+  bulk_vector<double> packed_;  // G x npack
+  struct Uninitialised {};
+  ClusterStats(index_t K, index_t G, std::vector<double> shift, Uninitialised);
 };
 
 }  // namespace crve
