@@ -171,6 +171,19 @@ struct DrawScratch {
   std::vector<double> W, tmp, acc, buf, Q;
 };
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define CRVE_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
+#else
+#define CRVE_CLONES
+#endif
+
+/// WeightGenerator::fill_lanes, with Rademacher signs made eight draws at a time in SIMD lanes.
+CRVE_CLONES void fill_weights(const WeightGenerator& gen, index_t b0, index_t nl, index_t g0, index_t g1, double* out,
+                              index_t ld, double* scratch) {
+  if (gen.kind != WeightKind::Rademacher || gen.enumerate) return gen.fill_lanes(b0, nl, g0, g1, out, ld, scratch);
+  for (index_t j0 = 0; j0 < nl; j0 += 8) gen.rademacher_lanes8(b0 + j0, g0, g1, out + j0, ld);
+}
+
 /// Weight rows (the chunk's Bc draws of one cell, contiguous). Streaming problems (cell c is
 /// bootstrap cluster c, cells visited in order) generate kBlock cells at a time, so the weights
 /// stay in cache whatever G; otherwise all bootstrap clusters' weights are generated once.
@@ -191,21 +204,13 @@ class WeightRows {
   }
 
  private:
-  void fill(index_t lo, index_t hi) {
-    gen_.fill_lanes(first_, Bc_, lo, hi, s_.W.data(), Bc_, s_.tmp.data());
-  }
+  void fill(index_t lo, index_t hi) { fill_weights(gen_, first_, Bc_, lo, hi, s_.W.data(), Bc_, s_.tmp.data()); }
   const WildProblem& p_;
   const WeightGenerator& gen_;
   index_t first_, Bc_;
   DrawScratch& s_;
   index_t lo_ = -1;
 };
-
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define CRVE_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define CRVE_CLONES
-#endif
 
 /// Eight draws' lanes as one SIMD value (one AVX-512 register, two AVX2 ones, ...).
 #pragma GCC diagnostic ignored "-Wpsabi"  // Lanes8 never crosses a non-inlined call
