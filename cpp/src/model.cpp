@@ -2,11 +2,59 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <sstream>
 
 #include "crve/parallel.hpp"
 
 namespace crve {
+
+namespace {
+
+// Double-double arithmetic (error-free transformations with FMA) for the few K x K residuals
+// whose cancellation decides the last digits: value = hi + lo.
+struct DD {
+  double hi = 0, lo = 0;
+};
+inline DD two_sum(double a, double b) {
+  const double s = a + b, bb = s - a;
+  return {s, (a - (s - bb)) + (b - bb)};
+}
+inline void dd_add(DD& acc, double a, double b) {  // acc += a * b, the product exactly
+  const double p = a * b, e = std::fma(a, b, -p);
+  const DD t = two_sum(acc.hi, p);
+  acc.hi = t.hi;
+  acc.lo += t.lo + e;
+}
+inline double dd_value(const DD& v) { return v.hi + v.lo; }
+
+// r = b - C x with every product and sum carried in double-double.
+VectorXd residual(const MatrixXd& C, const VectorXd& b, const VectorXd& x) {
+  VectorXd r(b.size());
+  for (index_t i = 0; i < b.size(); ++i) {
+    DD acc{b[i], 0.0};
+    for (index_t j = 0; j < x.size(); ++j) dd_add(acc, -C(i, j), x[j]);
+    r[i] = dd_value(acc);
+  }
+  return r;
+}
+
+// Solve C x = b given an approximate inverse A: iterative refinement with exact residuals
+// (Wilkinson), which converges to the solution of the stored system while rcond >> eps.
+VectorXd refine(const MatrixXd& C, const MatrixXd& A, const VectorXd& b) {
+  VectorXd x = A * b;
+  double last = std::numeric_limits<double>::infinity();
+  for (int it = 0; it < 10; ++it) {
+    const VectorXd d = A * residual(C, b, x);
+    const double size = d.cwiseAbs().maxCoeff();
+    x += d;
+    if (!(size < 0.5 * last) || size <= 1e-17 * x.cwiseAbs().maxCoeff()) break;
+    last = size;
+  }
+  return x;
+}
+
+}  // namespace
 
 Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   K = stats.K();
@@ -61,11 +109,12 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     Tz_(K, K) = shift[K];
   }
 
-  // Equilibrate (unit diagonal X'X), then solve with a rank check.
+  // Equilibrate (diagonal of X'X in [1/2, 2)) with powers of two, which round nothing, then
+  // solve with a rank check.
   MatrixXd Zsum;
   working_block(total.data(), Zsum);
   scale.resize(K);
-  for (index_t k = 0; k < K; ++k) scale[k] = 1.0 / std::sqrt(Zsum(k, k));
+  for (index_t k = 0; k < K; ++k) scale[k] = std::exp2(-std::round(0.5 * std::log2(Zsum(k, k))));
   C = scale.asDiagonal() * Zsum.topLeftCorner(K, K) * scale.asDiagonal();
   const VectorXd b = scale.cwiseProduct(Zsum.col(K).head(K));
   Eigen::SelfAdjointEigenSolver<MatrixXd> es(C);
@@ -80,8 +129,15 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     throw InputError(InputError::Collinear, worst, msg.str());
   }
   A = es.eigenvectors() * ev.cwiseInverse().asDiagonal() * es.eigenvectors().transpose();
-  gamma = A * b;
-  gamma += A * (b - C * gamma);  // one step of iterative refinement
+  if (rcond < 1e-6) {  // the eigen-inverse keeps about -log10(eps / rcond) digits: refine it
+    MatrixXd R(K, K);
+    for (int it = 0; it < 3; ++it) {
+      for (index_t j = 0; j < K; ++j) R.col(j) = residual(C, VectorXd::Unit(K, j), A.col(j));
+      A += A * R;
+      A = 0.5 * (A + A.transpose()).eval();
+    }
+  }
+  gamma = refine(C, A, b);
 
   // Scores s_g = b_g - C_g gamma and u_g'u_g, straight from the packed z-Gram Z_g: with T the
   // map z -> [W, y] (T_x its first K columns, t_y the last), the residual is z'v for
@@ -114,7 +170,9 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     S.col(g).noalias() = TxS * Eigen::Map<const VectorXd>(zv, P);
     uu[g] = std::max(0.0, q);  // u_g'u_g >= 0; the expansion can round below zero for a (near-)perfect fit
   }, 1024);
-  ssr = uu.sum();
+  // The sum of squared residuals from the whole sample's Gram, v'Z v, in double-double: its
+  // expansion cancels most digits when the fit is close (NIST NoInt1/2).
+  ssr = std::max(0.0, quadratic_dd(total.data(), T, scale.cwiseProduct(gamma)));
   // Total sum of squares: about the mean when the model has an intercept.
   yy_c = selection_ ? Zsum(K, K) - tot(K + 1, K) * tot(K + 1, K) / N : Zsum(K, K);
 
@@ -128,6 +186,28 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     M.row(intercept) /= c;
     beta0[intercept] = shift[K] / c;
   }
+}
+
+double Model::quadratic_dd(const double* packed, const MatrixXd& T, const VectorXd& g) const {
+  // v = t_y - T_x g in double-double, then v'Z v with Z packed lower (P x P).
+  const index_t P = K + 2;
+  std::vector<DD> v(P);
+  for (index_t i = 0; i < P; ++i) {
+    DD acc{T(i, K), 0.0};
+    for (index_t k = 0; k < K; ++k) dd_add(acc, -T(i, k), g[k]);
+    v[i] = two_sum(acc.hi, acc.lo);
+  }
+  DD q;
+  for (index_t i = 0; i < P; ++i)
+    for (index_t j = 0; j <= i; ++j) {
+      const double z = packed[i * (i + 1) / 2 + j] * (i == j ? 1.0 : 2.0);  // exact: times 2
+      // z v_i v_j with v = hi + lo, dropping lo * lo.
+      const double p = z * v[i].hi, e = std::fma(z, v[i].hi, -p);
+      dd_add(q, p, v[j].hi);
+      dd_add(q, e, v[j].hi);
+      q.lo += z * (v[i].hi * v[j].lo + v[i].lo * v[j].hi);
+    }
+  return dd_value(q);
 }
 
 void Model::working_block(const double* packed, MatrixXd& Zw) const {

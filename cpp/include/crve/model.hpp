@@ -55,6 +55,8 @@ class Model {
 
  private:
   void working_block(const double* packed, MatrixXd& Zw) const;  // unscaled [W, y] Gram (K+1 x K+1)
+  // v'Z v for Z packed (P x P) and v = T.col(K) - T.leftCols(K) g, in double-double.
+  double quadratic_dd(const double* packed, const MatrixXd& T, const VectorXd& g) const;
 
   const ClusterStats* stats_ = nullptr;
   bool selection_ = false;    // X has an intercept column: [W, y] is a re-indexing of z
