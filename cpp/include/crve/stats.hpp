@@ -5,7 +5,7 @@
 //     Z_g = sum_{i in g} z_i z_i'            (P x P, stored packed lower)
 // which holds n_g, X_g'X_g, X_g'y_g and y_g'y_g in a shifted basis. The shift (m, m_y) is the
 // first row: shifting removes the large common offsets that make normal equations lose digits
-// (NIST Longley: 13 correct digits instead of 8), and a constant column becomes exactly zero,
+// (NIST Longley: 11 or more correct digits instead of 8), and a constant column becomes exactly zero,
 // which is how the intercept is recognised. Statistics of two row shards add; shards with
 // different shifts are re-shifted exactly first (z -> z + delta * 1).
 #pragma once
