@@ -59,22 +59,13 @@ VectorXd refine(const MatrixXd& C, const MatrixXd& A, const VectorXd& b) {
 Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   K = stats.K();
   G = stats.G();
-  const index_t P = K + 2, np = stats.npack();
+  const index_t P = K + 2;
   const std::vector<double>& shift = stats.shift();
   if (G < 1) throw InputError(InputError::TooFewRows, -1, "no clusters");
 
   // The whole sample's Gram of z = [x - m, 1, y - m_y]: sums of squares are exactly zero for a
   // constant column.
-  // Summed over 16 fixed cluster chunks: the same on any number of threads.
-  const std::vector<double> total = parallel_reduce<std::vector<double>>(
-      G, threads, 16, 16384, [np] { return std::vector<double>(np, 0.0); },
-      [&](std::vector<double>& t, index_t g) {
-        const double* z = stats.gram(g);
-        for (index_t e = 0; e < np; ++e) t[e] += z[e];
-      },
-      [](std::vector<double>& a, const std::vector<double>& b) {
-        for (size_t e = 0; e < a.size(); ++e) a[e] += b[e];
-      });
+  const std::vector<double> total = stats.total(threads);
   auto tot = [&](index_t i, index_t j) { return total[ClusterStats::pack_index(i, j)]; };
   for (index_t i = 0; i < P; ++i)
     if (!std::isfinite(tot(i, i))) throw InputError(InputError::NonFinite, i == K + 1 ? K : i, "non-finite values");
@@ -151,11 +142,8 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   uu.resize(G);
   parallel_tasks(G, threads, [&](index_t g) {
     const double* z = stats.gram(g);
-    double r[64];  // Z_g v (P <= 64 here; wider designs take the general path below)
-    std::vector<double> big;
-    double* zv = r;
-    if (P > 64) big.assign(P, 0.0), zv = big.data();
-    std::fill(zv, zv + P, 0.0);
+    thread_local std::vector<double> zv;  // Z_g v
+    zv.assign(P, 0.0);
     for (index_t i = 0; i < P; ++i, z += i) {  // packed row i: z[0..i]
       double acc = 0.0;
       const double vi = v[i];
@@ -167,7 +155,7 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
     }
     double q = 0.0;
     for (index_t i = 0; i < P; ++i) q += v[i] * zv[i];
-    S.col(g).noalias() = TxS * Eigen::Map<const VectorXd>(zv, P);
+    S.col(g).noalias() = TxS * Eigen::Map<const VectorXd>(zv.data(), P);
     uu[g] = std::max(0.0, q);  // u_g'u_g >= 0; the expansion can round below zero for a (near-)perfect fit
   }, 1024);
   // The sum of squared residuals from the whole sample's Gram, v'Z v, in double-double: its

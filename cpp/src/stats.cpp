@@ -502,20 +502,24 @@ void ClusterStats::compact(const std::int64_t* keep, index_t n) {
   packed_.resize(n * np);  // shrinks in place: no second copy of the statistics
 }
 
-index_t ClusterStats::nonfinite_column(int threads) const {
-  const index_t P = this->P();
-  // Diagonal sums over 16 fixed cluster chunks (the same on any thread count).
-  const std::vector<double> diag = parallel_reduce<std::vector<double>>(
-      G_, threads, 16, 16384, [&] { return std::vector<double>(P, 0.0); },
-      [&](std::vector<double>& d, index_t g) {
+std::vector<double> ClusterStats::total(int threads) const {
+  // Summed over 16 fixed cluster chunks: the same on any number of threads.
+  const index_t np = npack();
+  return parallel_reduce<std::vector<double>>(
+      G_, threads, 16, 16384, [np] { return std::vector<double>(np, 0.0); },
+      [&](std::vector<double>& t, index_t g) {
         const double* z = gram(g);
-        for (index_t i = 0; i < P; ++i) d[i] += z[i * (i + 1) / 2 + i];
+        for (index_t e = 0; e < np; ++e) t[e] += z[e];
       },
       [](std::vector<double>& a, const std::vector<double>& b) {
-        for (size_t i = 0; i < a.size(); ++i) a[i] += b[i];
+        for (size_t e = 0; e < a.size(); ++e) a[e] += b[e];
       });
-  for (index_t i = 0; i < P; ++i)
-    if (!std::isfinite(diag[i])) return i < K_ ? i : K_;
+}
+
+index_t ClusterStats::nonfinite_column(int threads) const {
+  const std::vector<double> sum = total(threads);
+  for (index_t i = 0; i < P(); ++i)
+    if (!std::isfinite(sum[pack_index(i, i)])) return i < K_ ? i : K_;
   return -1;
 }
 

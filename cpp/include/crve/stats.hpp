@@ -100,6 +100,8 @@ class ClusterStats {
   /// The first column (K for y) whose sum of squares is NaN or inf (NaN/inf in the data, or
   /// overflow), or -1.
   index_t nonfinite_column(int threads = 1) const;
+  /// The whole sample's packed Gram (sum over clusters, 16 fixed chunks: thread-count independent).
+  std::vector<double> total(int threads = 1) const;
   /// Keep only the clusters keep[0..n) (strictly increasing), in place.
   void compact(const std::int64_t* keep, index_t n);
 
