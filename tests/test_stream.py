@@ -77,6 +77,34 @@ def test_missing_values_are_dropped_and_counted(tmp_path):
     assert ref.n_dropped == 5 and _rel(stats.fit().bse, ref.bse) < 1e-12
 
 
+def test_many_clusters_late_missing_values_new_labels_and_inf(tmp_path):
+    # 5,000 integer clusters, about one row each per batch: batches are added straight into the
+    # running statistics through the staged copy; the last batch brings new labels, a missing
+    # value and a missing label (that batch is re-done with the rows dropped, and the label whose
+    # only row was dropped is not a cluster).
+    rng = np.random.default_rng(3)
+    N, G = 60_000, 5_000
+    df = pd.DataFrame({"g": rng.integers(0, G, N), **{f"x{k}": rng.normal(size=N) for k in range(4)}})
+    df["y"] = df.x0 - df.x1 + rng.normal(size=G)[df.g] + rng.normal(size=N)
+    df.loc[df.index[-100:], "g"] = G + 7
+    df.loc[N - 50, ["x2", "g"]] = [np.nan, G + 9]  # a label whose only row is dropped
+    df["g"] = df.g.astype("Int64")
+    df.loc[N - 9_000, "g"] = pd.NA  # in another batch: the missing label alone
+    path = tmp_path / "many.parquet"
+    df.to_parquet(path)
+    x = [f"x{k}" for k in range(4)]
+    stats = crve.ClusterStats.from_parquet(path, y="y", x=x, cluster="g", batch_size=6000)
+    ref = crve.ols("y ~ x0 + x1 + x2 + x3", df.astype({"g": float}), cluster="g")
+    assert stats.n_dropped == ref.n_dropped == 2 and stats.dropped_by == {"x2": 1, "g": 1}
+    assert stats.n_clusters == ref.n_clusters == G + 1
+    for v in ("CV1", "CV2"):
+        assert _rel(stats.fit(v).bse, ref.with_variant(v).bse) < 1e-12
+    df.loc[N - 30, "x3"] = np.inf
+    df.to_parquet(path)
+    with pytest.raises(ValueError, match="column 'x3' has infinite values"):
+        crve.ClusterStats.from_parquet(path, y="y", x=x, cluster="g", batch_size=6000)
+
+
 def test_csv_stream(tmp_path):
     df = _frame(N=20_000, G=60, seed=2)
     df.loc[5, "x2"] = np.nan

@@ -156,6 +156,35 @@ PYBIND11_MODULE(_core, mod) {
         if (map.ndim() != 1 || map.shape(0) != other.G()) throw std::invalid_argument("map must have one entry per cluster");
         s.add(other, map.data());
       })
+      .def(
+          "add_rows",
+          [](ClusterStats& s, const F64Array& y, const py::object& X, const I64Array& codes, index_t n_slots,
+             const I64Array& map, int threads, std::optional<F64Array> stage, bool check_finite) {
+            std::vector<F64Array> keep;
+            const MatrixView xv = matrix_view(X, keep);
+            const VectorView yv = vector_view(y);
+            if (codes.ndim() != 1 || codes.shape(0) != xv.rows || codes.strides(0) != 8)
+              throw std::invalid_argument("codes must be a contiguous 1-D int64 array with one entry per row");
+            if (map.ndim() != 1 || map.shape(0) != n_slots || map.strides(0) != 8)
+              throw std::invalid_argument("map must be a contiguous 1-D int64 array with one entry per slot");
+            BuildLimits limits;
+            limits.check_finite = check_finite;
+            if (stage) {
+              if (stage->ndim() != 1 || stage->strides(0) != 8 || !stage->writeable())
+                throw std::invalid_argument("stage must be a writeable contiguous 1-D float64 array");
+              limits.stage = stage->mutable_data();
+              limits.stage_size = stage->shape(0);
+            }
+            py::gil_scoped_release release;
+            return s.add_rows(xv, yv, codes.data(), n_slots, map.data(), threads, limits);
+          },
+          py::arg("y"), py::arg("X"), py::arg("codes"), py::arg("n_slots"), py::arg("map"), py::arg("threads") = 0,
+          py::arg("stage") = py::none(), py::arg("check_finite") = false,
+          "one pass over the rows added into these statistics: cluster map[code] gets the rows with that code "
+          "(distinct for the codes present); stage: scratch of stage_doubles(N, K) floats or more, reused "
+          "between calls, lets rows in random cluster order be copied once in order; check_finite: add nothing and "
+          "return False if y or X holds NaN or inf")
+      .def_static("stage_doubles", &ClusterStats::stage_doubles, py::arg("N"), py::arg("K"))
       .def("compact", [](ClusterStats& s, const I64Array& keep) { s.compact(keep.data(), keep.shape(0)); },
            "keep the clusters keep[0..n) (increasing), in place")
       .def("copy", [](const ClusterStats& s) { return ClusterStats(s); });

@@ -22,8 +22,14 @@ namespace crve {
 
 namespace {
 
-// Gram kernel: acc (P x PP, row-major) += Z'Z for a block Z of n rows (n x PP, row-major, zero
-// padded to PP columns). Each acc row stays in registers across the block; two accumulator sets
+#pragma GCC diagnostic ignored "-Wpsabi"  // the SIMD rows never cross a call
+typedef double Row4 __attribute__((vector_size(32)));
+typedef double Row8 __attribute__((vector_size(64)));
+
+// Gram kernels: acc (P x PP, row-major) += Z'Z for a block Z of n rows (n x PP, row-major, zero
+// padded to PP columns). Only the lower triangle (j <= i) is needed.
+
+// Narrow rows (PP = 4): each acc row stays in registers across the block; two accumulator sets
 // (even/odd rows) hide the FMA latency.
 template <int PP>
 inline __attribute__((always_inline)) void gram_fixed(double* __restrict acc, const double* __restrict Z, index_t n,
@@ -48,6 +54,46 @@ inline __attribute__((always_inline)) void gram_fixed(double* __restrict acc, co
   }
 }
 
+// Register tile: acc rows [i0, i0 + TI) times column groups [0, NV) of 8 (those holding j <= i),
+// TI x NV independent accumulators (8 or more: FMA latency hidden), each row of Z loaded once per
+// tile. Rows i >= P of the tile (padding, z_i = 0) are computed but not stored.
+template <int TI, int NV>
+inline __attribute__((always_inline)) void gram_tile(double* __restrict acc, const double* __restrict Z, index_t n,
+                                                     index_t PP, index_t i0, index_t P) {
+  Row8 a[TI][NV];
+  for (int t = 0; t < TI; ++t)
+    for (int v = 0; v < NV; ++v) {
+      if (i0 + t < P) std::memcpy(&a[t][v], acc + (i0 + t) * PP + 8 * v, sizeof(Row8));
+      else a[t][v] = Row8{};
+    }
+  for (index_t r = 0; r < n; ++r) {
+    const double* z = Z + r * PP;
+    Row8 zv[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&zv[v], z + 8 * v, sizeof(Row8));
+    for (int t = 0; t < TI; ++t) {
+      const double b = z[i0 + t];
+      for (int v = 0; v < NV; ++v) a[t][v] += b * zv[v];
+    }
+  }
+  for (int t = 0; t < TI && i0 + t < P; ++t)
+    for (int v = 0; v < NV; ++v) std::memcpy(acc + (i0 + t) * PP + 8 * v, &a[t][v], sizeof(Row8));
+}
+
+// PP a multiple of 8 up to 32: rows 0-7 in one tile of eight (one column group), then tiles of
+// four rows over the groups up to their last row.
+template <int PP>
+inline __attribute__((always_inline)) void gram_tiled(double* __restrict acc, const double* __restrict Z, index_t n,
+                                                      index_t P) {
+  gram_tile<8, 1>(acc, Z, n, PP, 0, P);
+  for (index_t i0 = 8; i0 < P; i0 += 4) {
+    switch ((i0 + 3) / 8 + 1) {
+      case 2: gram_tile<4, 2>(acc, Z, n, PP, i0, P); break;
+      case 3: if constexpr (PP >= 24) gram_tile<4, 3>(acc, Z, n, PP, i0, P); break;
+      default: if constexpr (PP >= 32) gram_tile<4, 4>(acc, Z, n, PP, i0, P); break;
+    }
+  }
+}
+
 inline __attribute__((always_inline)) void gram_generic(double* __restrict acc, const double* __restrict Z, index_t n,
                                                         index_t P, index_t PP) {
   for (index_t r = 0; r < n; ++r) {
@@ -55,7 +101,7 @@ inline __attribute__((always_inline)) void gram_generic(double* __restrict acc, 
     for (index_t i = 0; i < P; ++i) {
       const double b = z[i];
       double* __restrict a = acc + i * PP;
-      for (index_t j = 0; j < PP; ++j) a[j] += b * z[j];
+      for (index_t j = 0; j <= i; ++j) a[j] += b * z[j];
     }
   }
 }
@@ -63,22 +109,16 @@ inline __attribute__((always_inline)) void gram_generic(double* __restrict acc, 
 CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, index_t P, index_t PP) {
   switch (PP) {
     case 4: return gram_fixed<4>(acc, Z, n, P);
-    case 8: return gram_fixed<8>(acc, Z, n, P);
-    case 12: return gram_fixed<12>(acc, Z, n, P);
-    case 16: return gram_fixed<16>(acc, Z, n, P);
-    case 20: return gram_fixed<20>(acc, Z, n, P);
-    case 24: return gram_fixed<24>(acc, Z, n, P);
-    case 28: return gram_fixed<28>(acc, Z, n, P);
-    case 32: return gram_fixed<32>(acc, Z, n, P);
+    case 8: return gram_tiled<8>(acc, Z, n, P);
+    case 16: return gram_tiled<16>(acc, Z, n, P);
+    case 24: return gram_tiled<24>(acc, Z, n, P);
+    case 32: return gram_tiled<32>(acc, Z, n, P);
     default: return gram_generic(acc, Z, n, P, PP);
   }
 }
 
 // Rank-one updates row by row into a square table (P x PP per cluster): for narrow designs
 // (PP <= 8) whose chunk table stays in L1/L2 this beats sorting the rows into blocks.
-#pragma GCC diagnostic ignored "-Wpsabi"  // the SIMD rows never cross a call
-typedef double Row4 __attribute__((vector_size(32)));
-typedef double Row8 __attribute__((vector_size(64)));
 template <index_t PP> struct RowOf;
 template <> struct RowOf<4> { using type = Row4; };
 template <> struct RowOf<8> { using type = Row8; };
@@ -128,7 +168,8 @@ constexpr index_t kTaskRows = 8192;        // rows per task of whole small clust
 constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode (at least)
 constexpr index_t kSubChunkMax = 65536;    // ... and at most; in between, 8 rows per cluster on average
 
-inline index_t padded(index_t P) { return (P + 3) / 4 * 4; }
+// Row width of the blocks: 4, or a multiple of 8 (the tiled kernel's column groups).
+inline index_t padded(index_t P) { return P <= 4 ? 4 : (P + 7) / 8 * 8; }
 
 // Fills rows of the block Z from raw rows (x - m, 1, y - m_y); padding columns stay zero.
 // X held as one 2-D array (the usual case) is read through a single row pointer, with two
@@ -197,6 +238,43 @@ void square_to_packed(double* packed, const double* acc, index_t P, index_t PP) 
     for (index_t j = 0; j <= i; ++j) packed[i * (i + 1) / 2 + j] = acc[i * PP + j];
 }
 
+// True when every value of X and y in rows [lo, hi) is finite: x * 0 is 0 for finite x, NaN
+// otherwise. Eight partial sums keep the loop vectorised.
+CRVE_MULTIVERSION bool rows_finite(const MatrixView& X, const VectorView& y, index_t lo, index_t hi) {
+  double s = 0.0;
+  auto column = [&](const double* p, index_t stride) {
+    if (stride == 0) {
+      s += p[0] * 0.0;
+      return;
+    }
+    double a[8] = {};
+    index_t i = lo;
+    if (stride == 1) {
+      for (; i + 8 <= hi; i += 8)
+        for (int j = 0; j < 8; ++j) a[j] += p[i + j] * 0.0;
+    }
+    for (; i < hi; ++i) a[0] += p[i * stride] * 0.0;
+    for (double v : a) s += v;
+  };
+  for (index_t k = 0; k < X.cols; ++k) column(X.col[k], X.stride[k]);
+  column(y.data, y.stride);
+  return s == 0.0;
+}
+
+// Lanes of a staged row z (PP a multiple of 4) whose exponent bits are all ones: NaN or inf.
+typedef std::int64_t Bits4 __attribute__((vector_size(32)));
+inline __attribute__((always_inline)) Bits4 nonfinite_lanes(const double* z, index_t PP) {
+  constexpr std::int64_t kExp = 0x7FF0000000000000LL;
+  const Bits4 e = {kExp, kExp, kExp, kExp};
+  Bits4 bad = {};
+  for (index_t v = 0; v < PP; v += 4) {
+    Bits4 t;
+    std::memcpy(&t, z + v, sizeof t);
+    bad |= (t & e) == e;
+  }
+  return bad;
+}
+
 }  // namespace
 
 void* bulk_allocate(std::size_t bytes) {
@@ -220,6 +298,8 @@ ClusterStats::ClusterStats(index_t K, index_t G, std::vector<double> shift)
 ClusterStats::ClusterStats(index_t K, index_t G, std::vector<double> shift, Uninitialised)
     : K_(K), G_(G), shift_(std::move(shift)), packed_(static_cast<size_t>(G * (K + 2) * (K + 3) / 2)) {}
 
+index_t ClusterStats::stage_doubles(index_t N, index_t K) { return N * padded(K + 2); }
+
 double ClusterStats::nobs() const {
   double n = 0;
   for (index_t g = 0; g < G_; ++g) n += count(g);
@@ -238,6 +318,24 @@ Eigen::MatrixXd ClusterStats::block(index_t g) const {
 ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const std::int64_t* codes,
                                  index_t n_slots, int threads, const BuildLimits& limits,
                                  std::vector<index_t>* kept) {
+  ClusterStats out;
+  BuildLimits own = limits;
+  own.check_finite = false;
+  build_impl(X, y, codes, n_slots, threads, own, out, nullptr, kept);
+  return out;
+}
+
+bool ClusterStats::add_rows(const MatrixView& X, const VectorView& y, const std::int64_t* codes, index_t n_slots,
+                            const std::int64_t* map, int threads, const BuildLimits& limits) {
+  if (X.cols != K_) throw InputError(InputError::Other, -1, "the rows have a different number of columns");
+  BuildLimits own = limits;
+  own.shift = shift_;
+  return build_impl(X, y, codes, n_slots, threads, own, *this, map, nullptr);
+}
+
+bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const std::int64_t* codes, index_t n_slots,
+                              int threads, const BuildLimits& limits, ClusterStats& out, const std::int64_t* map,
+                              std::vector<index_t>* kept) {
   const double kTableBytes = limits.table_bytes, kOrderBytes = limits.order_bytes;
   const index_t N = X.rows, K = X.cols, P = K + 2, PP = padded(P);
   if (y.size != N) throw InputError(InputError::Other, -1, "y and X have different numbers of rows");
@@ -293,17 +391,38 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   const bool grouped = runs == nonempty;
 
   // The output: a slot's statistics go to dest[slot]; with drop_empty, empty slots get none and
-  // the others keep their order. Every kept cluster is written exactly once below.
+  // the others keep their order. Every kept cluster is written exactly once below. Adding into
+  // existing statistics (map given), dest = map for the slots with rows, which must be distinct:
+  // each cluster is then added to exactly once, so no two tasks touch the same block.
   std::vector<index_t> dest(n_slots);
-  index_t n_out = 0;
-  for (index_t g = 0; g < n_slots; ++g) dest[g] = (limits.drop_empty && count[g] == 0) ? -1 : n_out++;
-  if (kept) {
-    kept->clear();
-    for (index_t g = 0; g < n_slots; ++g)
-      if (dest[g] >= 0) kept->push_back(g);
+  const bool adding = map != nullptr;
+  if (adding) {
+    std::vector<char> used(out.G_, 0);
+    for (index_t g = 0; g < n_slots; ++g) {
+      dest[g] = -1;
+      if (count[g] == 0) continue;
+      if (map[g] < 0 || map[g] >= out.G_ || used[map[g]])
+        throw InputError(InputError::BadCode, g, "cluster map out of range or not one to one");
+      used[map[g]] = 1;
+      dest[g] = map[g];
+    }
+  } else {
+    index_t n_out = 0;
+    for (index_t g = 0; g < n_slots; ++g) dest[g] = (limits.drop_empty && count[g] == 0) ? -1 : n_out++;
+    if (kept) {
+      kept->clear();
+      for (index_t g = 0; g < n_slots; ++g)
+        if (dest[g] >= 0) kept->push_back(g);
+    }
+    out = ClusterStats(K, n_out, shift, Uninitialised{});
   }
-  ClusterStats out(K, n_out, shift, Uninitialised{});
   auto dst_of = [&](index_t g) { return dest[g] < 0 ? nullptr : out.gram(dest[g]); };
+  // A cluster's square accumulator into its packed block: stored, or added when adding.
+  auto put = [&](double* dst, const double* acc) {
+    if (!adding) return square_to_packed(dst, acc, P, PP);
+    for (index_t i = 0; i < P; ++i)
+      for (index_t j = 0; j <= i; ++j) dst[i * (i + 1) / 2 + j] += acc[i * PP + j];
+  };
 
   // Few clusters, rows in any order: row chunks, each with its own table; inside a chunk rows
   // are grouped by a local counting sort, so X is read sequentially and the kernel sees blocks
@@ -313,7 +432,20 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   const double budget = std::min(kTableBytes, std::max(1.0 * (1 << 20), N * (K + 2) * 8.0 / 16));
   index_t n_chunks = 16;
   while (n_chunks > 1 && (n_chunks * 16384 > N || n_chunks * n_slots * sq * 8.0 > budget)) n_chunks /= 2;
-  if (!grouped && n_chunks * n_slots * sq * 8.0 <= budget) {
+  const bool table_mode = !grouped && n_chunks * n_slots * sq * 8.0 <= budget;
+  // Staged (many clusters, rows in any order, and the caller lends scratch: streaming batches):
+  // the counting sort below writes each row's z itself, not its index, so X is read once in
+  // order and the kernel then reads the copy sequentially; random reads of up to K + 1 cache
+  // lines per row (X held as separate columns) become random writes of two.
+  const bool staged = !grouped && !table_mode && limits.stage != nullptr && limits.stage_size >= N * PP;
+  // check_finite: nothing is written if a value is NaN or inf (staged: checked while copying).
+  if (limits.check_finite && !staged) {
+    std::vector<char> ok(n_count, 1);
+    parallel_tasks(n_count, threads, [&](index_t t) { ok[t] = rows_finite(X, y, N * t / n_count, N * (t + 1) / n_count); });
+    for (char o : ok)
+      if (!o) return false;
+  }
+  if (table_mode) {
     std::vector<std::vector<double>> table(n_chunks);
     parallel_tasks(n_chunks, threads, [&](index_t c) {
       table[c].assign(n_slots * sq, 0.0);
@@ -349,10 +481,10 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
         const double* t = table[c].data() + g * sq;
         for (index_t e = 0; e < sq; ++e) acc[e] += t[e];
       }
-      square_to_packed(dst_of(g), acc.data(), P, PP);
+      put(dst_of(g), acc.data());
     };
     parallel_tasks(n_slots, threads, reduce_cluster, 256);
-    return out;
+    return true;
   }
 
   // Many clusters, or rows already grouped by cluster: each cluster's rows are visited in place
@@ -363,8 +495,8 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   const index_t npack = out.npack();
   const bool narrow = N < (index_t(1) << 32);
   const double order_budget = std::max(kOrderBytes, limits.order_fraction * N * (K + 2) * 8.0);
-  const index_t n_ranges =
-      grouped ? 1 : std::max<index_t>(1, static_cast<index_t>(N * (narrow ? 4.0 : 8.0) / order_budget) + 1);
+  const index_t n_ranges = (grouped || staged)
+      ? 1 : std::max<index_t>(1, static_cast<index_t>(N * (narrow ? 4.0 : 8.0) / order_budget) + 1);
   std::vector<index_t> start(n_slots + 1, 0);
   if (grouped) {
     for (index_t i = 0; i < N; ++i)
@@ -372,6 +504,7 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   }
   bulk_vector<std::uint32_t> order32;
   bulk_vector<std::int64_t> order64;
+  double* const rows_z = staged ? limits.stage : nullptr;  // staged: the rows' z in cluster order (N x PP)
   index_t g_lo = 0, before = 0;  // rows of the clusters below g_lo
   for (index_t range = 0; range < n_ranges; ++range) {
     // Clusters [g_lo, g_hi) hold about N / n_ranges rows.
@@ -390,8 +523,33 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
           p += counts[t][g];
         }
       }
-      if (narrow) order32.resize(rows); else order64.resize(rows);
-      parallel_tasks(n_count, threads, [&](index_t t) {
+      if (staged) {
+        std::vector<char> finite(n_count, 1);
+        parallel_tasks(n_count, threads, [&](index_t t) {
+          index_t* at = pos.data() + t * width;
+          const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
+          Bits4 bad = {};
+          for (index_t i = lo; i < hi; ++i) {
+            if (i + 16 < hi) {  // the row's destination lines, ahead of the writes (RFO latency)
+              const double* ahead = rows_z + at[codes[i + 16]] * PP;
+              __builtin_prefetch(ahead, 1);
+              __builtin_prefetch(ahead + PP - 1, 1);
+            }
+            double* z = rows_z + at[codes[i]]++ * PP;
+            gather(i, z);
+            for (index_t k = P; k < PP; ++k) z[k] = 0.0;
+            if (limits.check_finite) bad |= nonfinite_lanes(z, PP);
+          }
+          finite[t] = !(bad[0] | bad[1] | bad[2] | bad[3]);
+        });
+        for (char f : finite)
+          if (!f) return false;
+      } else if (narrow) {
+        order32.resize(rows);
+      } else {
+        order64.resize(rows);
+      }
+      if (!staged) parallel_tasks(n_count, threads, [&](index_t t) {
         index_t* at = pos.data() + t * width;
         const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
         for (index_t i = lo; i < hi; ++i) {
@@ -426,7 +584,10 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
       // One cluster's rows: the order from position `first`; the prefetch runs on to the range's end.
       auto run = [&](index_t first, index_t n, double* dst) {
         acc.assign(sq, 0.0);
-        if (grouped) {
+        if (staged) {
+          for (index_t lo = 0; lo < n; lo += kBlockRows)
+            gram_update(acc.data(), rows_z + (first + lo) * PP, std::min(kBlockRows, n - lo), P, PP);
+        } else if (grouped) {
           accumulate_rows(gather, [first](index_t r) { return first + r; }, n, acc.data(), Z, 0);
         } else if (narrow) {
           const std::uint32_t* o = order32.data() + first;
@@ -436,7 +597,7 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
           const std::int64_t* o = order64.data() + first;
           accumulate_rows(gather, [o](index_t r) { return o[r]; }, n, acc.data(), Z, range_rows - first);
         }
-        square_to_packed(dst, acc.data(), P, PP);
+        put(dst, acc.data());
       };
       if (task.part >= 0) {
         run(task.lo, task.n, parts.data() + task.part * npack);
@@ -444,7 +605,7 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
         for (index_t g = task.g0; g < task.g1; ++g) {
           if (count[g] > 0) {
             run(start[g], count[g], dst_of(g));
-          } else if (dest[g] >= 0) {
+          } else if (dest[g] >= 0) {  // an empty slot kept (never when adding)
             std::fill(dst_of(g), dst_of(g) + npack, 0.0);
           }
         }
@@ -454,13 +615,13 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
       if (task.part < 0) continue;
       double* dst = dst_of(task.g0);
       const double* src = parts.data() + task.part * npack;
-      if (task.lo == start[task.g0]) std::fill(dst, dst + npack, 0.0);
+      if (task.lo == start[task.g0] && !adding) std::fill(dst, dst + npack, 0.0);
       for (index_t e = 0; e < npack; ++e) dst[e] += src[e];
     }
     before += rows;
     g_lo = g_hi;
   }
-  return out;
+  return true;
 }
 
 void ClusterStats::add(const ClusterStats& other, const std::int64_t* map) {

@@ -79,37 +79,73 @@ def _float_column(arr: Any, name: str) -> np.ndarray:
 
 class _Accumulator:
     """Running statistics of the batches seen so far; clusters are keyed by label, so a cluster
-    whose rows are spread over many batches is added up exactly (re-shifted where needed)."""
+    whose rows are spread over many batches is added up exactly. The first batch fixes the shift;
+    every later batch is added straight into the running total (one pass over its rows, no
+    per-batch statistics), through a reused scratch buffer that lets the core copy rows in random
+    cluster order once, in order."""
 
     def __init__(self, K: int, threads: int | None):
-        import pandas as pd
-
         self.K, self.threads = K, threads
         self.total = None
-        self.labels = pd.Index([], dtype=object, tupleize_cols=False)
+        self.labels = None  # pandas Index of the cluster labels, in total's order
+        self.stage = np.empty(0)
 
-    def add(self, y: np.ndarray, X: Any, codes: np.ndarray, slot_labels: Any, n_slots: int) -> None:
+    def _positions(self, labs: Any) -> np.ndarray:
+        """Rows of ``total`` for these labels (new labels appended), growing ``total`` if needed."""
         import pandas as pd
 
+        from . import _core
+
+        labs = pd.Index(labs, tupleize_cols=False)
+        if self.labels is None:
+            self.labels = labs
+            pos = np.arange(len(labs), dtype=np.int64)
+        else:
+            pos = self.labels.get_indexer(labs).astype(np.int64)
+            new = pos < 0
+            if new.any():
+                pos[new] = np.arange(len(self.labels), len(self.labels) + int(new.sum()))
+                self.labels = self.labels.append(labs[new])
+        if self.total is not None and self.total.G < len(self.labels):
+            npack = (self.K + 2) * (self.K + 3) // 2
+            grown = _core.ClusterStats(self.K, list(self.total.shift), np.zeros((2 * len(self.labels), npack)))
+            grown.add(self.total, np.arange(self.total.G, dtype=np.int64))
+            self.total = grown
+        return pos
+
+    def add(self, y: np.ndarray, X: Any, codes: np.ndarray, slot_labels: Any, n_slots: int,
+            check: bool = True) -> bool:
+        """Add a batch; with ``check``, False (and nothing added) if y or X holds NaN or inf
+        (unchecked, an inf is found by :meth:`finish`)."""
         from . import _core
         from ._inputs import core_matrix
         from .stats import _threads
 
-        shift = None if self.total is None else list(self.total.shift)  # one shift: batches add exactly, fast
-        part, present = _core.build_stats(y, core_matrix(X), np.ascontiguousarray(codes, dtype=np.int64),
-                                          int(n_slots), _threads(self.threads), shift=shift, drop_empty=True)
-        labs = pd.Index(np.asarray(slot_labels, dtype=object)[present], tupleize_cols=False)
-        new = labs[~labs.isin(self.labels)]
-        if len(new):
-            self.labels = self.labels.append(new)
-        pos = self.labels.get_indexer(labs).astype(np.int64)
-        if self.total is None or self.total.G < len(self.labels):
+        codes = np.ascontiguousarray(codes, dtype=np.int64)
+        slot_labels = np.asarray(slot_labels)
+        threads = _threads(self.threads)
+        if self.total is None:  # the first batch: its first row is the shift of them all
+            part, present = _core.build_stats(y, core_matrix(X), codes, int(n_slots), threads, drop_empty=True)
+            cols = core_matrix(X)
+            if check and not all(np.isfinite(v).all() for v in [y, *(cols if isinstance(cols, list) else [cols])]):
+                return False
+            pos = self._positions(slot_labels[present])
             npack = (self.K + 2) * (self.K + 3) // 2
-            grown = _core.ClusterStats(self.K, list(part.shift), np.zeros((max(2 * len(self.labels), 16), npack)))
-            if self.total is not None:
-                grown.add(self.total, np.arange(self.total.G, dtype=np.int64))
-            self.total = grown
-        self.total.add(part, pos)
+            self.total = _core.ClusterStats(self.K, list(part.shift), np.zeros((max(2 * len(pos), 16), npack)))
+            self.total.add(part, pos)
+            return True
+        present = np.flatnonzero(np.bincount(codes, minlength=int(n_slots)))
+        slot_map = np.full(int(n_slots), -1, dtype=np.int64)
+        n_labels = len(self.labels)
+        slot_map[present] = self._positions(slot_labels[present])
+        need = _core.ClusterStats.stage_doubles(len(codes), self.K)
+        if self.stage.size < need:
+            self.stage = np.empty(need)
+        if self.total.add_rows(y, core_matrix(X), codes, int(n_slots), slot_map, threads, self.stage,
+                               check_finite=check):
+            return True
+        self.labels = self.labels[:n_labels]  # nothing was added: forget this batch's new labels
+        return False
 
     def finish(self, names: list[str], n_dropped: int, dropped_by: dict, yname: str) -> Any:
         from .stats import ClusterStats
@@ -117,6 +153,7 @@ class _Accumulator:
         if self.total is None:
             raise ValueError(f"no rows left to fit ({n_dropped:,} dropped for missing values)")
         self.total.compact(np.arange(len(self.labels), dtype=np.int64))
+        self.stage = np.empty(0)
         stats = ClusterStats(self.total, np.asarray(self.labels, dtype=object), names)
         bad = stats._nonfinite_column(self.threads)
         if bad is not None:
@@ -163,6 +200,16 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
             values = {c: _float_column(batch.column(batch.schema.get_field_index(c)), c) for c in [y, *x]}
             labels = batch.column(batch.schema.get_field_index(cluster))
             codes, slot_labels, n_slots = factorize_clusters(labels.to_pandas(), len(labels), allow_missing=True)
+
+            def design(vals: dict, n: int) -> Columns:
+                cols = [vals[c] for c in x]
+                return Columns(([np.broadcast_to(np.float64(1.0), (n,))] if intercept else []) + cols)
+
+            # Fast path: no missing label and (checked in the core while the rows are read) no NaN.
+            if (codes >= 0).all() and acc.add(values[y], design(values, n_rows), codes, slot_labels, n_slots):
+                if bar is not None:
+                    bar.update(n_rows)
+                continue
             ok = codes >= 0
             dropped[cluster] += n_rows - int(ok.sum())
             for c, v in values.items():
@@ -175,11 +222,11 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
                 n_dropped += n_rows - n_ok
                 values = {c: v[ok] for c, v in values.items()}
                 codes = codes[ok]
+            for c, v in values.items():
+                if np.isinf(v).any():
+                    raise ValueError(f"column {c!r} has infinite values")
             if n_ok:
-                X = [values[c] for c in x]
-                if intercept:
-                    X = [np.broadcast_to(np.float64(1.0), (n_ok,))] + X
-                acc.add(values[y], Columns(X), codes, slot_labels, n_slots)
+                acc.add(values[y], design(values, n_ok), codes, slot_labels, n_slots, check=False)
             if bar is not None:
                 bar.update(n_rows)
     finally:
@@ -277,7 +324,7 @@ def from_formula_batches(make_batches: Any, schema: Any, formula: str, cluster: 
             elif fd.names != names:
                 raise ValueError(f"the design differs between batches ({names} vs {fd.names}); make the columns "
                                  "behind categorical terms strings or wrap them in C(...)")
-            acc.add(fd.y, fd.X, fd.codes, fd.labels, fd.n_slots)
+            acc.add(fd.y, fd.X, fd.codes, fd.labels, fd.n_slots, check=False)
             n_dropped += fd.n_dropped
             dropped = merge_counts(dropped, fd.dropped_by)
     finally:

@@ -58,7 +58,11 @@ struct BuildLimits {
   double table_bytes = 32.0 * (1 << 20);  // few-clusters mode: all chunk tables together
   double order_bytes = 16.0 * (1 << 20);  // many-clusters mode: the counting sort's row order
   double order_fraction = 0.05;           // ... or, if more, this fraction of the input's size
+  double* stage = nullptr;                // caller's scratch for a copy of the rows in cluster order
+  index_t stage_size = 0;                 // (stage_doubles(N, K) or more: the many-clusters mode then
+                                          // reads X once, in order; streaming batches reuse one buffer)
   bool drop_empty = false;                // leave slots with no rows out of the result
+  bool check_finite = false;              // add_rows: add nothing (return false) if X or y has NaN/inf
   std::vector<double> shift;              // K + 1 centres (x, then y); empty: the first row's values.
                                           // Batches built with one shift add without re-shifting.
 };
@@ -95,6 +99,15 @@ class ClusterStats {
   /// Z_g unpacked (P x P).
   Eigen::MatrixXd block(index_t g) const;
 
+  /// The same pass adding into these statistics: this[map[slot]] += the statistics of the rows
+  /// with that code (map: one entry per slot, distinct for the slots that have rows; others
+  /// ignored). The rows are taken in this object's shift, so batches of a stream add exactly.
+  /// With limits.check_finite, a NaN or inf in X or y adds nothing and returns false.
+  bool add_rows(const MatrixView& X, const VectorView& y, const std::int64_t* codes, index_t n_slots,
+                const std::int64_t* map, int threads, const BuildLimits& limits = BuildLimits());
+  /// Doubles of scratch that lets build / add_rows copy N rows of K columns (BuildLimits::stage).
+  static index_t stage_doubles(index_t N, index_t K);
+
   /// this[map[h]] += other[h] for every cluster h of `other`, re-shifting `other` if needed.
   void add(const ClusterStats& other, const std::int64_t* map);
   /// The first column (K for y) whose sum of squares is NaN or inf (NaN/inf in the data, or
@@ -110,6 +123,9 @@ class ClusterStats {
   std::vector<double> shift_;   // m (K) then m_y
   bulk_vector<double> packed_;  // G x npack
   struct Uninitialised {};
+  static bool build_impl(const MatrixView& X, const VectorView& y, const std::int64_t* codes, index_t n_slots,
+                         int threads, const BuildLimits& limits, ClusterStats& out, const std::int64_t* map,
+                         std::vector<index_t>* kept);
   ClusterStats(index_t K, index_t G, std::vector<double> shift, Uninitialised);
 };
 
