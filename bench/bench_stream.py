@@ -9,7 +9,8 @@ Writes bench/results/stream.md and bench/results/stream.json.
 
 Data: y, x1..x10 (float64) and g (int64 cluster, 10,000 clusters in random row order), written
 in chunks of 1e6 rows (one row group each) to a Parquet file in --dir (default /tmp).
-Timed, each in a fresh process (peak RSS is that process's ru_maxrss):
+Timed, each in a fresh process (peak RSS is that process's ru_maxrss); the floor and crve run
+twice each, interleaved, and the faster run of each is reported:
 
 - floor: pyarrow reading the same 12 columns batch by batch (dataset.to_batches, no
   pre-buffering, default readahead) and doing nothing else: the I/O and decode cost every
@@ -66,7 +67,7 @@ CHILD = {
 import pyarrow.dataset as ds
 n = 0
 fmt = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
-for b in ds.dataset(PATH, format=fmt).to_batches(columns=COLS, batch_size=262144):
+for b in ds.dataset(PATH, format=fmt).to_batches(columns=COLS, batch_size=131072):
     n += b.num_rows
 RESULT = {"rows": n}
 """,
@@ -113,10 +114,14 @@ def main() -> None:
     if not path.exists():
         gen_s = generate(path, rows)
     size_gb = path.stat().st_size / 1e9
+    # Each side twice, interleaved (page-cache state comparable), the faster run of each kept.
     floor = run_child("floor", path)
-    ours = run_child("crve", path)
-    floor2 = run_child("floor", path)  # the floor again, after crve: page-cache state comparable
+    ours1 = run_child("crve", path)
+    floor2 = run_child("floor", path)
+    ours2 = run_child("crve", path)
     best_floor = min(floor["seconds"], floor2["seconds"])
+    ours = dict(min(ours1, ours2, key=lambda r: r["seconds"]))
+    ours["peak_rss_mb"] = max(ours1["peak_rss_mb"], ours2["peak_rss_mb"])  # the larger of the two
     d1 = run_child("dask", path, 1)
     d2 = run_child("dask", path, 2)
     ratio = best_floor / ours["seconds"]
@@ -142,7 +147,7 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "stream.md").write_text("\n".join(md))
     (HERE / "results" / "stream.json").write_text(json.dumps(
-        {"rows": rows, "file_gb": size_gb, "floor": [floor, floor2], "crve": ours, "dask_1": d1, "dask_2": d2,
+        {"rows": rows, "file_gb": size_gb, "floor": [floor, floor2], "crve": [ours1, ours2], "dask_1": d1, "dask_2": d2,
          "ratio": ratio}, indent=1))
     print("\n".join(md))
     if not args.keep:

@@ -33,10 +33,10 @@ typedef double Row8 __attribute__((vector_size(64)));
 // (even/odd rows) hide the FMA latency.
 template <int PP>
 inline __attribute__((always_inline)) void gram_fixed(double* __restrict acc, const double* __restrict Z, index_t n,
-                                                      index_t P) {
+                                                      index_t P, bool fresh) {
   for (index_t i = 0; i < P; ++i) {
     double a0[PP], a1[PP];
-    for (int j = 0; j < PP; ++j) a0[j] = acc[i * PP + j], a1[j] = 0.0;
+    for (int j = 0; j < PP; ++j) a0[j] = fresh ? 0.0 : acc[i * PP + j], a1[j] = 0.0;
     index_t r = 0;
     for (; r + 2 <= n; r += 2) {
       const double* z0 = Z + r * PP;
@@ -59,11 +59,11 @@ inline __attribute__((always_inline)) void gram_fixed(double* __restrict acc, co
 // tile. Rows i >= P of the tile (padding, z_i = 0) are computed but not stored.
 template <int TI, int NV>
 inline __attribute__((always_inline)) void gram_tile(double* __restrict acc, const double* __restrict Z, index_t n,
-                                                     index_t PP, index_t i0, index_t P) {
+                                                     index_t PP, index_t i0, index_t P, bool fresh) {
   Row8 a[TI][NV];
   for (int t = 0; t < TI; ++t)
     for (int v = 0; v < NV; ++v) {
-      if (i0 + t < P) std::memcpy(&a[t][v], acc + (i0 + t) * PP + 8 * v, sizeof(Row8));
+      if (i0 + t < P && !fresh) std::memcpy(&a[t][v], acc + (i0 + t) * PP + 8 * v, sizeof(Row8));
       else a[t][v] = Row8{};
     }
   for (index_t r = 0; r < n; ++r) {
@@ -83,19 +83,21 @@ inline __attribute__((always_inline)) void gram_tile(double* __restrict acc, con
 // four rows over the groups up to their last row.
 template <int PP>
 inline __attribute__((always_inline)) void gram_tiled(double* __restrict acc, const double* __restrict Z, index_t n,
-                                                      index_t P) {
-  gram_tile<8, 1>(acc, Z, n, PP, 0, P);
+                                                      index_t P, bool fresh) {
+  gram_tile<8, 1>(acc, Z, n, PP, 0, P, fresh);
   for (index_t i0 = 8; i0 < P; i0 += 4) {
     switch ((i0 + 3) / 8 + 1) {
-      case 2: gram_tile<4, 2>(acc, Z, n, PP, i0, P); break;
-      case 3: if constexpr (PP >= 24) gram_tile<4, 3>(acc, Z, n, PP, i0, P); break;
-      default: if constexpr (PP >= 32) gram_tile<4, 4>(acc, Z, n, PP, i0, P); break;
+      case 2: gram_tile<4, 2>(acc, Z, n, PP, i0, P, fresh); break;
+      case 3: if constexpr (PP >= 24) gram_tile<4, 3>(acc, Z, n, PP, i0, P, fresh); break;
+      default: if constexpr (PP >= 32) gram_tile<4, 4>(acc, Z, n, PP, i0, P, fresh); break;
     }
   }
 }
 
 inline __attribute__((always_inline)) void gram_generic(double* __restrict acc, const double* __restrict Z, index_t n,
-                                                        index_t P, index_t PP) {
+                                                        index_t P, index_t PP, bool fresh) {
+  if (fresh)
+    for (index_t i = 0; i < P; ++i) std::fill(acc + i * PP, acc + i * PP + i + 1, 0.0);
   for (index_t r = 0; r < n; ++r) {
     const double* z = Z + r * PP;
     for (index_t i = 0; i < P; ++i) {
@@ -106,14 +108,15 @@ inline __attribute__((always_inline)) void gram_generic(double* __restrict acc, 
   }
 }
 
-CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, index_t P, index_t PP) {
+// fresh: acc starts from zero (its old contents are not read).
+CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, index_t P, index_t PP, bool fresh) {
   switch (PP) {
-    case 4: return gram_fixed<4>(acc, Z, n, P);
-    case 8: return gram_tiled<8>(acc, Z, n, P);
-    case 16: return gram_tiled<16>(acc, Z, n, P);
-    case 24: return gram_tiled<24>(acc, Z, n, P);
-    case 32: return gram_tiled<32>(acc, Z, n, P);
-    default: return gram_generic(acc, Z, n, P, PP);
+    case 4: return gram_fixed<4>(acc, Z, n, P, fresh);
+    case 8: return gram_tiled<8>(acc, Z, n, P, fresh);
+    case 16: return gram_tiled<16>(acc, Z, n, P, fresh);
+    case 24: return gram_tiled<24>(acc, Z, n, P, fresh);
+    case 32: return gram_tiled<32>(acc, Z, n, P, fresh);
+    default: return gram_generic(acc, Z, n, P, PP, fresh);
   }
 }
 
@@ -167,6 +170,7 @@ constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is sp
 constexpr index_t kTaskRows = 8192;        // rows per task of whole small clusters (at most)
 constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode (at least)
 constexpr index_t kSubChunkMax = 65536;    // ... and at most; in between, 8 rows per cluster on average
+constexpr index_t kCheckRows = 2048;       // rows checked for NaN / inf at a time (staged mode)
 
 // Row width of the blocks: 4, or a multiple of 8 (the tiled kernel's column groups).
 inline index_t padded(index_t P) { return P <= 4 ? 4 : (P + 7) / 8 * 8; }
@@ -217,9 +221,10 @@ struct RowGather {
 
 // acc (square, P x PP) += Gram of the n rows at(0..n), in blocks of kBlockRows. Rows at(r) for
 // r < ahead (>= n: the look-ahead runs on into the next clusters' rows) are prefetched
-// kPrefetchRows early; ahead = 0 turns prefetching off (rows read in order).
+// kPrefetchRows early; ahead = 0 turns prefetching off (rows read in order). fresh: acc = instead of +=.
 template <class At>
-void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, std::vector<double>& Z, index_t ahead) {
+void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, std::vector<double>& Z, index_t ahead,
+                     bool fresh) {
   const index_t PP = gather.PP, P = gather.K + 2;
   Z.resize(kBlockRows * PP);
   for (index_t lo = 0; lo < n; lo += kBlockRows) {
@@ -228,7 +233,7 @@ void accumulate_rows(const RowGather& gather, At at, index_t n, double* acc, std
       if (lo + r + kPrefetchRows < ahead) gather.prefetch(at(lo + r + kPrefetchRows));
       gather(at(lo + r), Z.data() + r * PP);
     }
-    gram_update(acc, Z.data(), b, P, PP);
+    gram_update(acc, Z.data(), b, P, PP, fresh && lo == 0);
   }
 }
 
@@ -261,18 +266,32 @@ CRVE_MULTIVERSION bool rows_finite(const MatrixView& X, const VectorView& y, ind
   return s == 0.0;
 }
 
-// Lanes of a staged row z (PP a multiple of 4) whose exponent bits are all ones: NaN or inf.
-typedef std::int64_t Bits4 __attribute__((vector_size(32)));
-inline __attribute__((always_inline)) Bits4 nonfinite_lanes(const double* z, index_t PP) {
-  constexpr std::int64_t kExp = 0x7FF0000000000000LL;
-  const Bits4 e = {kExp, kExp, kExp, kExp};
-  Bits4 bad = {};
-  for (index_t v = 0; v < PP; v += 4) {
-    Bits4 t;
-    std::memcpy(&t, z + v, sizeof t);
-    bad |= (t & e) == e;
+// Staged mode: rows[r] (PP doubles) goes to stage + at[codes[r]]++ * PP, r < n; the destination
+// lines are prefetched for writing 16 rows ahead.
+CRVE_MULTIVERSION void scatter_block(const double* rows, index_t n, index_t PP, const std::int64_t* codes,
+                                     index_t* at, double* stage) {
+  for (index_t r = 0; r < n; ++r) {
+    if (r + 16 < n) {
+      const double* ahead = stage + at[codes[r + 16]] * PP;
+      __builtin_prefetch(ahead, 1);
+      __builtin_prefetch(ahead + PP - 1, 1);
+    }
+    double* dst = stage + at[codes[r]]++ * PP;
+    const double* src = rows + r * PP;
+    if (PP % 8 == 0) {
+      for (index_t v = 0; v < PP; v += 8) {
+        Row8 t;
+        std::memcpy(&t, src + v, sizeof t);
+        std::memcpy(dst + v, &t, sizeof t);
+      }
+    } else {
+      for (index_t v = 0; v < PP; v += 4) {
+        Row4 t;
+        std::memcpy(&t, src + v, sizeof t);
+        std::memcpy(dst + v, &t, sizeof t);
+      }
+    }
   }
-  return bad;
 }
 
 }  // namespace
@@ -470,7 +489,7 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
           const index_t n = start[g + 1] - start[g];
           if (n == 0) continue;
           const index_t* rg = rows.data() + start[g];
-          accumulate_rows(gather, [rg](index_t r) { return rg[r]; }, n, table[c].data() + g * sq, Z, 0);
+          accumulate_rows(gather, [rg](index_t r) { return rg[r]; }, n, table[c].data() + g * sq, Z, 0, false);
         }
       }
     });
@@ -528,19 +547,24 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
         parallel_tasks(n_count, threads, [&](index_t t) {
           index_t* at = pos.data() + t * width;
           const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
-          Bits4 bad = {};
-          for (index_t i = lo; i < hi; ++i) {
-            if (i + 16 < hi) {  // the row's destination lines, ahead of the writes (RFO latency)
-              const double* ahead = rows_z + at[codes[i + 16]] * PP;
-              __builtin_prefetch(ahead, 1);
-              __builtin_prefetch(ahead + PP - 1, 1);
+          thread_local std::vector<double> block;
+          block.resize(kCheckRows * PP);
+          for (index_t b0 = lo; b0 < hi; b0 += kCheckRows) {
+            const index_t b1 = std::min(hi, b0 + kCheckRows);
+            // Checked a block at a time, just before it is copied (then read from L2).
+            if (limits.check_finite && !rows_finite(X, y, b0, b1)) {
+              finite[t] = 0;
+              return;
             }
-            double* z = rows_z + at[codes[i]]++ * PP;
-            gather(i, z);
-            for (index_t k = P; k < PP; ++k) z[k] = 0.0;
-            if (limits.check_finite) bad |= nonfinite_lanes(z, PP);
+            // The block's rows assembled in order (cache-resident), then each moved whole to its
+            // place: a few wide stores per row, not one per value, wait on the random lines.
+            for (index_t i = b0; i < b1; ++i) {
+              double* z = block.data() + (i - b0) * PP;
+              gather(i, z);
+              for (index_t k = P; k < PP; ++k) z[k] = 0.0;
+            }
+            scatter_block(block.data(), b1 - b0, PP, codes + b0, at, rows_z);
           }
-          finite[t] = !(bad[0] | bad[1] | bad[2] | bad[3]);
         });
         for (char f : finite)
           if (!f) return false;
@@ -583,19 +607,19 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
       const Task& task = tasks[t];
       // One cluster's rows: the order from position `first`; the prefetch runs on to the range's end.
       auto run = [&](index_t first, index_t n, double* dst) {
-        acc.assign(sq, 0.0);
+        acc.resize(sq);  // n >= 1: the first block overwrites it (fresh)
         if (staged) {
           for (index_t lo = 0; lo < n; lo += kBlockRows)
-            gram_update(acc.data(), rows_z + (first + lo) * PP, std::min(kBlockRows, n - lo), P, PP);
+            gram_update(acc.data(), rows_z + (first + lo) * PP, std::min(kBlockRows, n - lo), P, PP, lo == 0);
         } else if (grouped) {
-          accumulate_rows(gather, [first](index_t r) { return first + r; }, n, acc.data(), Z, 0);
+          accumulate_rows(gather, [first](index_t r) { return first + r; }, n, acc.data(), Z, 0, true);
         } else if (narrow) {
           const std::uint32_t* o = order32.data() + first;
           accumulate_rows(gather, [o](index_t r) { return static_cast<index_t>(o[r]); }, n, acc.data(), Z,
-                          range_rows - first);
+                          range_rows - first, true);
         } else {
           const std::int64_t* o = order64.data() + first;
-          accumulate_rows(gather, [o](index_t r) { return o[r]; }, n, acc.data(), Z, range_rows - first);
+          accumulate_rows(gather, [o](index_t r) { return o[r]; }, n, acc.data(), Z, range_rows - first, true);
         }
         put(dst, acc.data());
       };

@@ -27,8 +27,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
 
+from . import _dist
 from .simulate import ClusteredDGP
 
 __all__ = ["certify", "CertifyTable", "DEFAULT_METHODS", "DESIGNS"]
@@ -115,7 +115,7 @@ def _replications(dgp: ClusteredDGP, methods: Sequence[_Method], h0: float, alph
                     else:
                         r = base._with(meth.variant, meth.dof)
                     b, se, df = r._params[1], np.sqrt(r._cov[1, 1]), r._df[1]
-                    crit = sps.t.ppf(1 - alpha / 2, df)
+                    crit = _dist.t_ppf(1 - alpha / 2, df)
                     reject[i, j] = abs(b - h0) > crit * se
                     cover[i, j] = abs(b - beta) <= crit * se
                     se_ratio[i, j] = se
@@ -147,6 +147,8 @@ class CertifyTable(pd.DataFrame):
 
 
 def _verdict(k: int, n: int, alpha: float, size_test: bool, mc_level: float) -> tuple[float, float, str]:
+    from scipy import stats as sps  # binomtest only here: scipy.stats is slow to import
+
     lo, hi = sps.binomtest(k, n).proportion_ci(mc_level, method="exact")
     rate = k / n
     if not size_test:

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
-from . import _core
+from . import _core, _dist
 from .dof import htz_pieces, parse_dof, satterthwaite
 
 __all__ = ["Result", "WaldTest", "ContrastTest", "CrveWarning", "normalize_variant", "VARIANTS"]
@@ -308,7 +307,7 @@ class Result:
 
     @property
     def pvalues(self) -> Any:
-        return self._out(2 * sps.t.sf(np.abs(self._t()), self._df))
+        return self._out(2 * _dist.t_sf(np.abs(self._t()), self._df))
 
     @property
     def ssr(self) -> float:
@@ -325,7 +324,7 @@ class Result:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1); got {alpha}")
         se = np.sqrt(np.diag(self._cov))
-        crit = sps.t.ppf(1 - alpha / 2, self._df)
+        crit = _dist.t_ppf(1 - alpha / 2, self._df)
         ci = np.column_stack([self._params - crit * se, self._params + crit * se])
         if self._named:
             import pandas as pd
@@ -343,7 +342,7 @@ class Result:
         se = np.sqrt(np.diag(self._cov))
         t = self._t()
         return pd.DataFrame({"term": self.names, "estimate": self._params, "std_error": se, "statistic": t,
-                             "df": self._df, "p_value": 2 * sps.t.sf(np.abs(t), self._df),
+                             "df": self._df, "p_value": 2 * _dist.t_sf(np.abs(t), self._df),
                              "conf_low": ci[:, 0], "conf_high": ci[:, 1]})
 
     def summary(self, alpha: float = 0.05) -> Any:
@@ -423,8 +422,8 @@ class Result:
         se = float(np.sqrt(R[0] @ self._cov @ R[0]))
         df = float(self._dof(self.dof_rule, R)[0])
         t = (est - r[0]) / se
-        crit = sps.t.ppf(1 - alpha / 2, df)
-        return ContrastTest(est, se, t, df, float(2 * sps.t.sf(abs(t), df)), (est - crit * se, est + crit * se))
+        crit = _dist.t_ppf(1 - alpha / 2, df)
+        return ContrastTest(est, se, t, df, float(2 * _dist.t_sf(abs(t), df)), (est - crit * se, est + crit * se))
 
     def wald_test(self, R: Any, r: Any = None, test: str = "F") -> WaldTest:
         """Wald test of R b = r: ``test="F"`` (Q/q against F(q, G-1) for cluster variants, F(q, N-K)
@@ -449,7 +448,7 @@ class Result:
         diff = R @ self._params - r
         Q = float(diff @ np.linalg.solve(V, diff))
         if kind == "CHI2":
-            return WaldTest(Q, float(sps.chi2.sf(Q, q)), q, np.inf, "chi2", R, r)
+            return WaldTest(Q, float(_dist.chi2_sf(Q, q)), q, np.inf, "chi2", R, r)
         if kind == "HTZ":
             if self.variant != "CV2":
                 raise ValueError(f"the HTZ test uses CV2 (CR2); this result is {self.variant}: "
@@ -457,7 +456,7 @@ class Result:
             nu, _ = htz_pieces(self._omega, R)
             df_denom = nu - q + 1
             F = max(df_denom / nu, 0.0) * Q / q
-            p = float(sps.f.sf(F, q, df_denom)) if df_denom > 0 else np.nan
+            p = float(_dist.f_sf(F, q, df_denom)) if df_denom > 0 else np.nan
             return WaldTest(F, p, q, df_denom, "HTZ", R, r)
         rule = self.dof_rule
         if isinstance(rule, float):
@@ -469,7 +468,7 @@ class Result:
         else:
             den = float(self.nobs - len(self._params))
         F = Q / q
-        p = float(sps.chi2.sf(Q, q)) if not np.isfinite(den) else float(sps.f.sf(F, q, den))
+        p = float(_dist.chi2_sf(Q, q)) if not np.isfinite(den) else float(_dist.f_sf(F, q, den))
         return WaldTest(F, p, q, den, "F", R, r)
 
     # -- wild bootstrap -----------------------------------------------------------------

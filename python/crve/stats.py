@@ -58,7 +58,7 @@ class ClusterStats:
 
     @classmethod
     def from_parquet(cls, source: Any, *, formula: str | None = None, y: str | None = None,
-                     x: Sequence[str] | None = None, cluster: Any, intercept: bool = True, batch_size: int = 262_144,
+                     x: Sequence[str] | None = None, cluster: Any, intercept: bool = True, batch_size: int = 131_072,
                      threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
         """Stream a Parquet file, directory or ``pyarrow.dataset.Dataset`` in record batches of
         ``batch_size`` rows, reading only the used columns; memory is one batch plus O(G K^2).
@@ -98,7 +98,7 @@ class ClusterStats:
                             progress=progress)
 
     @classmethod
-    def _from_parquet_formula(cls, source: Any, *, formula: str, cluster: Any, batch_size: int = 262_144,
+    def _from_parquet_formula(cls, source: Any, *, formula: str, cluster: Any, batch_size: int = 131_072,
                               threads: int | None = None, progress: bool | None = None, context: Any = None,
                               missing: str = "drop") -> "ClusterStats":
         from .stream import from_formula_batches, parquet_source
