@@ -207,6 +207,22 @@ def test_fuzz_finding_variance_overflow_is_said():
     assert any("tiny" in n for n in res.notes)
 
 
+@pytest.mark.parametrize("variant", ["CV1", "HC0", "HC2", "HC3", "CV2", "CV3"])
+def test_fuzz_finding_overflowing_variance_is_inf_not_nan(variant):
+    """Found by tests/fuzz_targets.py (arrays target, 1e5 run): an exact fit whose slope is
+    1e150 / 1.2e-63 = 8e212; the variance of that slope overflowed inside the sandwich (inf * 0)
+    and came out NaN while the note said "reported as inf". A NaN variance from finite data can
+    only be overflow, so it is now inf, as the note says."""
+    y = np.array([0.0, 0.0, 1e150])
+    X = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 1.19572736e-63]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", crve.CrveWarning)
+        res = crve.cluster_robust(y, X, None, variant=variant)
+    var = np.diag(res._cov)
+    assert not np.isnan(var).any() and np.isinf(var[1])
+    assert any("overflows double precision" in n and "x1" in n for n in res.notes)
+
+
 def test_fuzz_finding_perfect_fit_has_no_negative_variance():
     """Found by tests/fuzz_targets.py (arrays target): y = x exactly, so the residuals are zero;
     the sum of squared residuals, expanded from the statistics, rounded to -1e-17 and gave a

@@ -190,6 +190,26 @@ PYBIND11_MODULE(_core, mod) {
       .def("copy", [](const ClusterStats& s) { return ClusterStats(s); });
 
   mod.def(
+      "residuals_dd",
+      [](const F64Array& y, const py::object& X, const F64Array& beta, int threads) {
+        std::vector<F64Array> keep;
+        const MatrixView xv = matrix_view(X, keep);
+        const VectorView yv = vector_view(y);
+        if (yv.size != xv.rows) throw std::invalid_argument("y and X have different numbers of rows");
+        if (beta.ndim() != 1 || beta.shape(0) != xv.cols || beta.strides(0) != 8)
+          throw std::invalid_argument("beta must be a contiguous 1-D array with one entry per column");
+        py::array_t<double> out(xv.rows);
+        double* o = out.mutable_data();
+        {
+          py::gil_scoped_release release;
+          residuals_dd(xv, yv, beta.data(), o, threads);
+        }
+        return out;
+      },
+      py::arg("y"), py::arg("X"), py::arg("beta"), py::arg("threads") = 0,
+      "y - X beta per row, products and sums in double-double, rounded once");
+
+  mod.def(
       "build_stats",
       [](const F64Array& y, const py::object& X, const I64Array& codes, index_t n_slots, int threads,
          double table_bytes, double order_bytes, std::optional<std::vector<double>> shift,

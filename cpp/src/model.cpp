@@ -114,7 +114,9 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   if (!(rcond > kRankTol)) {
     // The column carrying most of the (near-)null direction.
     std::ostringstream msg;
-    msg << "collinear columns (reciprocal condition number " << rcond << ")";
+    // In double the smallest eigenvalue of a singular matrix is rounding noise of either sign.
+    if (rcond > 0) msg << "collinear columns (reciprocal condition number " << rcond << ")";
+    else msg << "collinear columns (reciprocal condition number 0 to rounding)";
     index_t worst = 0;
     es.eigenvectors().col(0).cwiseAbs().maxCoeff(&worst);
     throw InputError(InputError::Collinear, worst, msg.str());
@@ -239,6 +241,24 @@ void Model::working_row(const MatrixView& X, index_t i, double y, double* w, dou
     w[k] = v * scale[k];
   }
   yw = y - yshift_;
+}
+
+void residuals_dd(const MatrixView& X, const VectorView& y, const double* beta, double* out, int threads) {
+  const index_t N = X.rows, K = X.cols;
+  constexpr index_t kChunk = 16384;
+  parallel_tasks((N + kChunk - 1) / kChunk, threads, [&](index_t c) {
+    const index_t lo = c * kChunk, hi = std::min(N, lo + kChunk);
+    for (index_t i = lo; i < hi; ++i) {
+      double s = y[i], e = 0.0;  // s + e: y - sum_k x_ik b_k so far
+      for (index_t k = 0; k < K; ++k) {
+        const double x = X(i, k), p = -x * beta[k], pe = std::fma(-x, beta[k], -p);
+        const double t = s + p, bb = t - s;
+        e += ((s - (t - bb)) + (p - bb)) + pe;
+        s = t;
+      }
+      out[i] = s + e;
+    }
+  });
 }
 
 }  // namespace crve

@@ -510,10 +510,15 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   // (grouped input) or through a stable counting sort, built in parallel: row chunk t writes its
   // rows of cluster g after those of chunks 0..t-1, so the order is the same for any thread
   // count. The row order (uint32 where N allows) is built for one range of clusters at a time
-  // so that it stays within the budget: order_bytes, or if larger a twentieth of the input.
+  // so that it stays within the budget: order_bytes, or if larger a twentieth of the input
   const index_t npack = out.npack();
   const bool narrow = N < (index_t(1) << 32);
-  const double order_budget = std::max(kOrderBytes, limits.order_fraction * N * (K + 2) * 8.0);
+  // ... and, where the statistics themselves are large (many small clusters), so that they and
+  // the order together stay within 8% of the input.
+  const double input_bytes = N * (K + 2) * 8.0;
+  const double order_budget = std::max(
+      kOrderBytes,
+      std::min(limits.order_fraction * input_bytes, 0.08 * input_bytes - (adding ? 0.0 : out.G_ * npack * 8.0)));
   const index_t n_ranges = (grouped || staged)
       ? 1 : std::max<index_t>(1, static_cast<index_t>(N * (narrow ? 4.0 : 8.0) / order_budget) + 1);
   std::vector<index_t> start(n_slots + 1, 0);

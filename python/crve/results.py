@@ -25,6 +25,11 @@ _ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICA
 FEW_CLUSTERS = 30  # below this many clusters the summary notes that CV1 t tests can over-reject
 EXACT_FIT = 1e-12  # SSR / TSS below this: an exact fit (R^2 = 1 to rounding)
 ILL_CONDITIONED = 1e-9  # rcond of the scaled X'X below which crve warns (about 5 digits or fewer left)
+# With the rows at hand, coefficients and SSR are polished from the rows' own residuals when the
+# statistics lose digits to cancellation: a near-exact fit (SSR below this fraction of TSS) or an
+# ill-conditioned X'X (rcond below POLISH_RCOND).
+POLISH_FIT = 1e-4
+POLISH_RCOND = 1e-6
 
 
 class CrveWarning(UserWarning):
@@ -85,6 +90,32 @@ class _Data:
     codes: np.ndarray | None = None  # the rows' cluster codes (None: every row its own cluster)
 
 
+def _polish(data: "_Data", beta: np.ndarray, bread: np.ndarray, threads: int) -> tuple[np.ndarray, float | None]:
+    """Coefficients refined twice from the rows' residuals (delta = (X'X)^-1 X'u, with u = y - X b
+    in double-double, _core.residuals_dd) and the SSR of those residuals. Near-exact fits and
+    ill-conditioned designs lose digits when the residuals are expanded from sums of squares; the
+    rows keep them (NIST Norris, Pontius, Wampler2). Five passes over X."""
+    from . import _core
+    from ._inputs import core_matrix
+
+    X = core_matrix(data.X)
+
+    def xtu(u: np.ndarray) -> np.ndarray:  # X'u: one BLAS pass for a 2-D X, column by column otherwise
+        if not isinstance(X, list):
+            return X.T @ u
+        return np.array([float(x[0]) * u.sum() if x.strides[0] == 0 else float(np.dot(x, u)) for x in X])
+
+    for _ in range(2):
+        u = _core.residuals_dd(data.y, X, np.ascontiguousarray(beta, dtype=float), threads)
+        step = bread @ xtu(u)
+        if not np.isfinite(step).all():
+            return beta, None
+        beta = beta + step
+    u = _core.residuals_dd(data.y, X, np.ascontiguousarray(beta, dtype=float), threads)
+    ssr = float(np.dot(u, u))
+    return (beta, ssr) if np.isfinite(ssr) else (beta, None)
+
+
 @dataclass
 class Result:
     """Coefficients with a cluster-robust (or HC / classical) covariance.
@@ -110,6 +141,7 @@ class Result:
     leverage_one: int = 0
     notes: list[str] = field(default_factory=list)
     _negative: list = field(repr=False, default_factory=list)  # variances that rounded below zero (set to 0)
+    _ssr: float | None = field(repr=False, default=None)  # SSR from the rows' residuals (polished fits)
     # Set by crve.ols: the formula, the outcome's name, rows dropped for missing values (and by
     # column), and the cluster column(s).
     formula: str | None = None
@@ -132,10 +164,14 @@ class Result:
                              "1e-150 or above 1e150 in magnitude make their squares under- or overflow double "
                              "precision; rescale those columns")
         G = int(model.N) if singletons else stats.n_clusters
+        params, ssr = np.asarray(model.beta), None
+        if data is not None and (float(model.ssr) <= POLISH_FIT * max(float(model.tss), 0.0)
+                                 or float(model.rcond) < POLISH_RCOND):
+            params, ssr = _polish(data, params, np.asarray(model.bread()), 0 if threads is None else int(threads))
         res = cls(variant="", dof_rule=None, names=stats.names, nobs=int(round(model.N)), n_clusters=G,
-                  _params=np.asarray(model.beta), _cov=np.empty(0), _df=np.empty(0), _model=model,
+                  _params=params, _cov=np.empty(0), _df=np.empty(0), _model=model,
                   _stats=stats, _data=data, _singletons=singletons, _threads=0 if threads is None else int(threads),
-                  _named=named)
+                  _named=named, _ssr=ssr)
         out = res._with(variant, dof)
         rcond = float(model.rcond)
         if rcond < ILL_CONDITIONED:
@@ -157,12 +193,16 @@ class Result:
                      _params=self._params, _cov=np.empty(0), _df=np.empty(0), _model=self._model,
                      _stats=self._stats, _data=self._data, _singletons=self._singletons, _threads=self._threads,
                      _named=self._named, formula=self.formula, depvar=self.depvar, n_dropped=self.n_dropped,
-                     dropped_by=self.dropped_by, cluster_name=self.cluster_name)
+                     dropped_by=self.dropped_by, cluster_name=self.cluster_name, _ssr=self._ssr)
         eye = np.eye(len(self._params))
         # Satterthwaite dof come from the same traversal as the covariance.
         with np.errstate(over="ignore"):  # a variance beyond float64 becomes inf and is reported by _warn
             new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
         new._df = satterthwaite(lambda R, full: omega, eye) if omega is not None else new._dof(rule, eye)
+        diag = np.diag(new._cov)
+        if np.isnan(diag).any():  # finite data: only overflow (inf - inf, inf * 0) makes a NaN variance
+            new._cov = new._cov.copy()
+            np.fill_diagonal(new._cov, np.where(np.isnan(diag), np.inf, diag))
         new._negative = [n for n, v in zip(new.names, np.diag(new._cov)) if v < 0]
         if new._negative:  # only rounding makes a variance negative: its value is zero to rounding
             np.fill_diagonal(new._cov, np.maximum(np.diag(new._cov), 0.0))
@@ -185,7 +225,7 @@ class Result:
         if v == "iid":
             if R is not None:
                 raise ValueError("Satterthwaite dof apply to the robust variants (HC*, CV*), not to 'iid'")
-            return m.ssr / (N - K) * m.bread(), 0, None
+            return self.ssr / (N - K) * np.asarray(m.bread()), 0, None
         if not (v.startswith("HC") or self._singletons):
             if R is None:
                 cov, lev = m.cluster_cov(v, self._threads)
@@ -226,7 +266,7 @@ class Result:
     def _exact_fit(self) -> bool:
         """R^2 = 1 to rounding: the sum of squared residuals is below 1e-12 of the total."""
         m = self._model
-        return float(m.ssr) <= EXACT_FIT * max(float(m.tss), 0.0)
+        return self.ssr <= EXACT_FIT * max(float(m.tss), 0.0)
 
     def _warn(self) -> None:
         if self._exact_fit():
@@ -311,13 +351,14 @@ class Result:
 
     @property
     def ssr(self) -> float:
-        return float(self._model.ssr)
+        """Sum of squared residuals (from the rows' residuals when the fit was polished)."""
+        return float(self._model.ssr) if self._ssr is None else self._ssr
 
     @property
     def rsquared(self) -> float:
         """1 - SSR/TSS (TSS about the mean with an intercept); NaN when the outcome is constant."""
         tss = float(self._model.tss)
-        return float(1 - self._model.ssr / tss) if tss > 0 else float("nan")
+        return float(1 - self.ssr / tss) if tss > 0 else float("nan")
 
     def conf_int(self, alpha: float = 0.05) -> Any:
         """Two-sided 1 - alpha intervals from T(df) per coefficient (K x 2)."""

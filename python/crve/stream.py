@@ -79,10 +79,10 @@ def _float_column(arr: Any, name: str) -> np.ndarray:
 
 class _Accumulator:
     """Running statistics of the batches seen so far; clusters are keyed by label, so a cluster
-    whose rows are spread over many batches is added up exactly. The first batch fixes the shift;
-    every later batch is added straight into the running total (one pass over its rows, no
-    per-batch statistics), through a reused scratch buffer that lets the core copy rows in random
-    cluster order once, in order."""
+    whose rows are spread over many batches is added up exactly. The first row fixes the shift;
+    every batch is added straight into the running total (one pass over its rows, no per-batch
+    statistics), through a reused scratch buffer that lets the core copy rows in random cluster
+    order once, in order."""
 
     def __init__(self, K: int, threads: int | None):
         self.K, self.threads = K, threads
@@ -124,19 +124,17 @@ class _Accumulator:
         codes = np.ascontiguousarray(codes, dtype=np.int64)
         slot_labels = np.asarray(slot_labels)
         threads = _threads(self.threads)
-        if self.total is None:  # the first batch: its first row is the shift of them all
-            part, present = _core.build_stats(y, core_matrix(X), codes, int(n_slots), threads, drop_empty=True)
+        if self.total is None:  # the first row is the shift of every batch (as in a one-pass build)
             cols = core_matrix(X)
-            if check and not all(np.isfinite(v).all() for v in [y, *(cols if isinstance(cols, list) else [cols])]):
+            first = [float(c[0]) for c in cols] if isinstance(cols, list) else [float(v) for v in cols[0]]
+            shift = first + [float(y[0])]
+            if check and not np.isfinite(shift).all():
                 return False
-            pos = self._positions(slot_labels[present])
             npack = (self.K + 2) * (self.K + 3) // 2
-            self.total = _core.ClusterStats(self.K, list(part.shift), np.zeros((max(2 * len(pos), 16), npack)))
-            self.total.add(part, pos)
-            return True
+            self.total = _core.ClusterStats(self.K, shift, np.zeros((16, npack)))
         present = np.flatnonzero(np.bincount(codes, minlength=int(n_slots)))
         slot_map = np.full(int(n_slots), -1, dtype=np.int64)
-        n_labels = len(self.labels)
+        before = self.labels
         slot_map[present] = self._positions(slot_labels[present])
         need = _core.ClusterStats.stage_doubles(len(codes), self.K)
         if self.stage.size < need:
@@ -144,7 +142,7 @@ class _Accumulator:
         if self.total.add_rows(y, core_matrix(X), codes, int(n_slots), slot_map, threads, self.stage,
                                check_finite=check):
             return True
-        self.labels = self.labels[:n_labels]  # nothing was added: forget this batch's new labels
+        self.labels = None if before is None else self.labels[:len(before)]  # nothing added: forget new labels
         return False
 
     def finish(self, names: list[str], n_dropped: int, dropped_by: dict, yname: str) -> Any:

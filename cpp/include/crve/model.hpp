@@ -66,4 +66,9 @@ class Model {
   double yshift_ = 0;
 };
 
+/// out[i] = y[i] - x_i' beta for every row, each product and sum carried in double-double
+/// (error-free FMA products) and rounded once: the residuals of the double coefficients to about
+/// one unit in their last place (the rows' polish of near-exact fits, python/crve/results.py).
+void residuals_dd(const MatrixView& X, const VectorView& y, const double* beta, double* out, int threads);
+
 }  // namespace crve
