@@ -14,9 +14,11 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
 
 
 def lre(est, cert):
-    """Log relative error (NIST's measure of correct significant digits)."""
+    """Log relative error (NIST's measure of correct significant digits; an exact match counts
+    as 15.9, the most a double can hold)."""
     est, cert = np.asarray(est, float), np.asarray(cert, float)
-    return -np.log10(np.abs(est - cert) / np.abs(cert))
+    rel = np.maximum(np.abs(est - cert) / np.abs(cert), 1e-16)
+    return -np.log10(rel)
 
 
 # NIST StRD, Longley (1967): certified coefficients and standard deviations.

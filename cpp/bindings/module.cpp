@@ -210,6 +210,22 @@ PYBIND11_MODULE(_core, mod) {
       "y - X beta per row, products and sums in double-double, rounded once");
 
   mod.def(
+      "gram_dd",
+      [](const py::object& X, int threads) {
+        std::vector<F64Array> keep;
+        const MatrixView xv = matrix_view(X, keep);
+        py::array_t<double> hi({xv.cols, xv.cols}), lo({xv.cols, xv.cols});
+        double* h = hi.mutable_data();
+        double* l = lo.mutable_data();
+        {
+          py::gil_scoped_release release;
+          gram_dd(xv, h, l, threads);
+        }
+        return py::make_tuple(hi, lo);
+      },
+      py::arg("X"), py::arg("threads") = 0, "X'X in double-double: (hi, lo), K x K each");
+
+  mod.def(
       "build_stats",
       [](const F64Array& y, const py::object& X, const I64Array& codes, index_t n_slots, int threads,
          double table_bytes, double order_bytes, std::optional<std::vector<double>> shift,

@@ -261,4 +261,40 @@ void residuals_dd(const MatrixView& X, const VectorView& y, const double* beta, 
   });
 }
 
+void gram_dd(const MatrixView& X, double* hi, double* lo, int threads) {
+  const index_t N = X.rows, K = X.cols, np = K * (K + 1) / 2;
+  constexpr index_t kChunk = 8192;
+  const index_t n_chunks = std::max<index_t>(1, (N + kChunk - 1) / kChunk);
+  std::vector<double> sh(n_chunks * np, 0.0), sl(n_chunks * np, 0.0);
+  auto add = [](double& s, double& e, double v, double ve) {  // (s, e) += (v, ve)
+    const double t = s + v, bb = t - s;
+    e += ((s - (t - bb)) + (v - bb)) + ve;
+    s = t;
+  };
+  parallel_tasks(n_chunks, threads, [&](index_t c) {
+    double* h = sh.data() + c * np;
+    double* l = sl.data() + c * np;
+    const index_t lo_row = c * kChunk, hi_row = std::min(N, lo_row + kChunk);
+    for (index_t i = lo_row; i < hi_row; ++i)
+      for (index_t a = 0, e = 0; a < K; ++a) {
+        const double xa = X(i, a);
+        for (index_t b = 0; b <= a; ++b, ++e) {
+          const double xb = X(i, b), p = xa * xb;
+          add(h[e], l[e], p, std::fma(xa, xb, -p));
+        }
+      }
+  });
+  for (index_t e = 0; e < np; ++e) {
+    double s = 0.0, err = 0.0;
+    for (index_t c = 0; c < n_chunks; ++c) add(s, err, sh[c * np + e], sl[c * np + e]);
+    const double t = s + err;  // renormalise
+    sh[e] = t, sl[e] = err - (t - s);
+  }
+  for (index_t a = 0, e = 0; a < K; ++a)
+    for (index_t b = 0; b <= a; ++b, ++e) {
+      hi[a * K + b] = hi[b * K + a] = sh[e];
+      lo[a * K + b] = lo[b * K + a] = sl[e];
+    }
+}
+
 }  // namespace crve

@@ -70,5 +70,8 @@ class Model {
 /// (error-free FMA products) and rounded once: the residuals of the double coefficients to about
 /// one unit in their last place (the rows' polish of near-exact fits, python/crve/results.py).
 void residuals_dd(const MatrixView& X, const VectorView& y, const double* beta, double* out, int threads);
+/// X'X in double-double: hi + lo (K x K, row-major, both filled symmetric), every product exact
+/// (FMA) and every sum compensated; row chunks of fixed size added in order (thread-independent).
+void gram_dd(const MatrixView& X, double* hi, double* lo, int threads);
 
 }  // namespace crve
