@@ -209,8 +209,18 @@ def test_wildboottest_sorted_t_star(btype, impose_null):
                impose_null=impose_null, conf_int=False)
     theirs = np.sort(np.ravel(wb.t_boot))
     np.testing.assert_allclose(np.sort(bt.t_star), theirs, rtol=0, atol=1e-10 * np.abs(theirs).max())
-    assert bt.t_stat == pytest.approx(float(np.ravel(wb.t_stat)[0]), rel=1e-10)
-    assert bt.pvalue == wb.pvalue
+    t = float(np.ravel(wb.t_stat)[0])
+    assert bt.t_stat == pytest.approx(t, rel=1e-10)
+    # wildboottest counts |t*| > |t| strictly, so a draw that reproduces t up to rounding (under
+    # WCR11/13 the all-ones draw and its mirror) counts or not by the last bit of its arithmetic (it
+    # changed with the numpy / BLAS build: 370/512 here, 368/512 before); crve counts
+    # only draws beyond |t| (1 + 1e-10) (README). Same draws, crve's rule: equal; and the two
+    # p-values differ by no more than those ties.
+    ties = np.abs(np.abs(theirs) - abs(t)) <= 1e-10 * abs(t)
+    assert bt.pvalue == np.mean(np.abs(theirs) > abs(t) * (1 + 1e-10))
+    assert abs(bt.pvalue - wb.pvalue) <= ties.mean() + 1e-15
+    # WCR with ordinary DGP residuals: the all-ones draw is the sample itself
+    assert ties.sum() == (2 if impose_null and btype[0] == "1" else 0)
 
 
 # -- size under H0 -------------------------------------------------------------------------------
