@@ -242,6 +242,11 @@ void square_to_packed(double* packed, const double* acc, index_t P, index_t PP) 
   for (index_t i = 0; i < P; ++i)
     for (index_t j = 0; j <= i; ++j) packed[i * (i + 1) / 2 + j] = acc[i * PP + j];
 }
+// packed lower triangle += square (P x PP) accumulator.
+void add_packed(double* packed, const double* acc, index_t P, index_t PP) {
+  for (index_t i = 0; i < P; ++i)
+    for (index_t j = 0; j <= i; ++j) packed[i * (i + 1) / 2 + j] += acc[i * PP + j];
+}
 
 // True when every value of X and y in rows [lo, hi) is finite: x * 0 is 0 for finite x, NaN
 // otherwise. Eight partial sums keep the loop vectorised.
@@ -438,20 +443,29 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   auto dst_of = [&](index_t g) { return dest[g] < 0 ? nullptr : out.gram(dest[g]); };
   // A cluster's square accumulator into its packed block: stored, or added when adding.
   auto put = [&](double* dst, const double* acc) {
-    if (!adding) return square_to_packed(dst, acc, P, PP);
-    for (index_t i = 0; i < P; ++i)
-      for (index_t j = 0; j <= i; ++j) dst[i * (i + 1) / 2 + j] += acc[i * PP + j];
+    if (adding) add_packed(dst, acc, P, PP); else square_to_packed(dst, acc, P, PP);
   };
 
   // Few clusters, rows in any order: row chunks, each with its own table; inside a chunk rows
   // are grouped by a local counting sort, so X is read sequentially and the kernel sees blocks
   // of one cluster. The chunk count (a power of two up to 16, at least 16384 rows per chunk)
   // depends on N, G and K only; all tables together stay within the budget, which is a
-  // sixteenth of the input (at most table_bytes).
+  // sixteenth of the input (at most table_bytes). Tables hold packed blocks, except for narrow
+  // designs whose tables are small enough for rank-one updates (square rows of PP doubles).
   const double budget = std::min(kTableBytes, std::max(1.0 * (1 << 20), N * (K + 2) * 8.0 / 16));
-  index_t n_chunks = 16;
-  while (n_chunks > 1 && (n_chunks * 16384 > N || n_chunks * n_slots * sq * 8.0 > budget)) n_chunks /= 2;
-  const bool table_mode = !grouped && n_chunks * n_slots * sq * 8.0 <= budget;
+  auto chunks_for = [&](index_t entry) {
+    index_t n = 16;
+    while (n > 1 && (n * 16384 > N || n * n_slots * entry * 8.0 > budget)) n /= 2;
+    return n;
+  };
+  // Doubles per cluster in a table: square blocks (the kernel adds into them in place) where
+  // they fit as many chunks as packed ones would, else packed (each block's Gram added in).
+  const bool scatter = PP <= 8 && n_slots * sq * 8 <= kScatterTableBytes;
+  const index_t n_square = chunks_for(sq);
+  const bool square = scatter || (n_square * n_slots * sq * 8.0 <= budget && n_square == chunks_for(out.npack()));
+  const index_t entry = square ? sq : out.npack();
+  const index_t n_chunks = chunks_for(entry);
+  const bool table_mode = !grouped && n_chunks * n_slots * entry * 8.0 <= budget;
   // Staged (many clusters, rows in any order, and the caller lends scratch: streaming batches):
   // the counting sort below writes each row's z itself, not its index, so X is read once in
   // order and the kernel then reads the copy sequentially; random reads of up to K + 1 cache
@@ -467,40 +481,52 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   if (table_mode) {
     std::vector<std::vector<double>> table(n_chunks);
     parallel_tasks(n_chunks, threads, [&](index_t c) {
-      table[c].assign(n_slots * sq, 0.0);
+      table[c].assign(n_slots * entry, 0.0);
       const index_t lo = N * c / n_chunks, hi = N * (c + 1) / n_chunks;
-      if (PP <= 8 && n_slots * sq * 8 <= kScatterTableBytes) {
+      if (scatter) {
         scatter_rows(X, y, out.shift_.data(), codes, lo, hi, K, table[c].data());
         return;
       }
-      std::vector<double> Z;
       // Sub-chunks long enough that a cluster's rows come in blocks of about 8 or more: the
-      // kernel's fixed cost per block would dominate with 1 to 4 rows per cluster.
+      // kernel's fixed cost per block would dominate with 1 to 4 rows per cluster. Each is
+      // staged: its rows are read in order (sequential: fast from DRAM too) and their z copied
+      // to a thread-local buffer in cluster order, which the kernel then reads in order.
       const index_t sub = std::clamp<index_t>(8 * n_slots, kSubChunkRows, kSubChunkMax);
-      std::vector<index_t> start(n_slots + 1), rows(sub);
+      std::vector<index_t> start(n_slots + 1), pos(n_slots);
+      thread_local std::vector<double> stage, acc;
+      stage.resize(sub * PP);
+      acc.resize(sq);
       for (index_t s0 = lo; s0 < hi; s0 += sub) {
         const index_t s1 = std::min(hi, s0 + sub);
         std::fill(start.begin(), start.end(), 0);
         for (index_t i = s0; i < s1; ++i) ++start[codes[i] + 1];
         for (index_t g = 0; g < n_slots; ++g) start[g + 1] += start[g];
-        std::vector<index_t> pos(start.begin(), start.end() - 1);
-        for (index_t i = s0; i < s1; ++i) rows[pos[codes[i]]++] = i;
+        std::copy(start.begin(), start.end() - 1, pos.begin());
+        for (index_t i = s0; i < s1; ++i) {
+          double* z = stage.data() + pos[codes[i]]++ * PP;
+          gather(i, z);
+          for (index_t k = P; k < PP; ++k) z[k] = 0.0;
+        }
         for (index_t g = 0; g < n_slots; ++g) {
-          const index_t n = start[g + 1] - start[g];
-          if (n == 0) continue;
-          const index_t* rg = rows.data() + start[g];
-          accumulate_rows(gather, [rg](index_t r) { return rg[r]; }, n, table[c].data() + g * sq, Z, 0, false);
+          if (start[g + 1] == start[g]) continue;
+          double* into = entry == sq ? table[c].data() + g * sq : acc.data();
+          for (index_t r = start[g]; r < start[g + 1]; r += kBlockRows)
+            gram_update(into, stage.data() + r * PP, std::min(kBlockRows, start[g + 1] - r), P, PP,
+                        entry != sq && r == start[g]);
+          if (entry != sq) add_packed(table[c].data() + g * entry, acc.data(), P, PP);
         }
       }
     });
     auto reduce_cluster = [&](index_t g) {  // chunk tables added in chunk order
       if (dest[g] < 0) return;
-      std::vector<double> acc(sq, 0.0);
+      std::vector<double> sum(entry, 0.0);
       for (index_t c = 0; c < n_chunks; ++c) {
-        const double* t = table[c].data() + g * sq;
-        for (index_t e = 0; e < sq; ++e) acc[e] += t[e];
+        const double* t = table[c].data() + g * entry;
+        for (index_t e = 0; e < entry; ++e) sum[e] += t[e];
       }
-      put(dst_of(g), acc.data());
+      if (entry == sq) return put(dst_of(g), sum.data());
+      double* dst = dst_of(g);
+      for (index_t e = 0; e < entry; ++e) dst[e] = adding ? dst[e] + sum[e] : sum[e];
     };
     parallel_tasks(n_slots, threads, reduce_cluster, 256);
     return true;

@@ -38,7 +38,7 @@ struct HatBlock {
   const VectorXd& pinv(const Eigen::Ref<const VectorXd>& s);
 };
 
-constexpr double kSeriesTrace = 2e-3;
+constexpr double kSeriesTrace = 5e-2;
 
 /// phi(lam) = f(1 - lam) of the variant's adjustment (1 for CV0/CV1).
 double adjustment(Variant v, double lam);
