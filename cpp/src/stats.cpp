@@ -452,20 +452,24 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   // depends on N, G and K only; all tables together stay within the budget, which is a
   // sixteenth of the input (at most table_bytes). Tables hold packed blocks, except for narrow
   // designs whose tables are small enough for rank-one updates (square rows of PP doubles).
+  // Building new statistics, chunk 0's packed table is the output itself (only the others cost
+  // memory); the mode needs one table's worth of budget all the same.
   const double budget = std::min(kTableBytes, std::max(1.0 * (1 << 20), N * (K + 2) * 8.0 / 16));
-  auto chunks_for = [&](index_t entry) {
+  auto chunks_for = [&](index_t entry, bool first_is_output) {
     index_t n = 16;
-    while (n > 1 && (n * 16384 > N || n * n_slots * entry * 8.0 > budget)) n /= 2;
+    while (n > 1 && (n * 16384 > N || (n - first_is_output) * n_slots * entry * 8.0 > budget)) n /= 2;
     return n;
   };
   // Doubles per cluster in a table: square blocks (the kernel adds into them in place) where
   // they fit as many chunks as packed ones would, else packed (each block's Gram added in).
   const bool scatter = PP <= 8 && n_slots * sq * 8 <= kScatterTableBytes;
-  const index_t n_square = chunks_for(sq);
-  const bool square = scatter || (n_square * n_slots * sq * 8.0 <= budget && n_square == chunks_for(out.npack()));
+  const index_t n_square = chunks_for(sq, false);
+  const bool square = scatter || (n_square * n_slots * sq * 8.0 <= budget && n_square == chunks_for(out.npack(), !adding));
   const index_t entry = square ? sq : out.npack();
-  const index_t n_chunks = chunks_for(entry);
-  const bool table_mode = !grouped && n_chunks * n_slots * entry * 8.0 <= budget;
+  const bool into_out = !square && !adding;  // chunk 0 accumulates straight into the output
+  const index_t n_chunks = chunks_for(entry, into_out);
+  const bool table_mode = !grouped && n_slots * entry * 8.0 <= budget &&
+                          (n_chunks - into_out) * n_slots * entry * 8.0 <= budget;
   // Staged (many clusters, rows in any order, and the caller lends scratch: streaming batches):
   // the counting sort below writes each row's z itself, not its index, so X is read once in
   // order and the kernel then reads the copy sequentially; random reads of up to K + 1 cache
@@ -480,8 +484,16 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   }
   if (table_mode) {
     std::vector<std::vector<double>> table(n_chunks);
+    auto block_of = [&](index_t c, index_t g) {  // chunk c's block of slot g
+      return into_out && c == 0 ? dst_of(g) : table[c].data() + g * entry;
+    };
     parallel_tasks(n_chunks, threads, [&](index_t c) {
-      table[c].assign(n_slots * entry, 0.0);
+      if (into_out && c == 0) {
+        for (index_t g = 0; g < n_slots; ++g)
+          if (dest[g] >= 0) std::fill(dst_of(g), dst_of(g) + entry, 0.0);
+      } else {
+        table[c].assign(n_slots * entry, 0.0);
+      }
       const index_t lo = N * c / n_chunks, hi = N * (c + 1) / n_chunks;
       if (scatter) {
         scatter_rows(X, y, out.shift_.data(), codes, lo, hi, K, table[c].data());
@@ -513,20 +525,27 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
           for (index_t r = start[g]; r < start[g + 1]; r += kBlockRows)
             gram_update(into, stage.data() + r * PP, std::min(kBlockRows, start[g + 1] - r), P, PP,
                         entry != sq && r == start[g]);
-          if (entry != sq) add_packed(table[c].data() + g * entry, acc.data(), P, PP);
+          if (entry != sq) add_packed(block_of(c, g), acc.data(), P, PP);
         }
       }
     });
     auto reduce_cluster = [&](index_t g) {  // chunk tables added in chunk order
       if (dest[g] < 0) return;
+      double* dst = dst_of(g);
+      if (into_out) {  // 0 + t_0 = t_0 exactly: the same sums as below
+        for (index_t c = 1; c < n_chunks; ++c) {
+          const double* t = table[c].data() + g * entry;
+          for (index_t e = 0; e < entry; ++e) dst[e] += t[e];
+        }
+        return;
+      }
       std::vector<double> sum(entry, 0.0);
       for (index_t c = 0; c < n_chunks; ++c) {
         const double* t = table[c].data() + g * entry;
         for (index_t e = 0; e < entry; ++e) sum[e] += t[e];
       }
-      if (entry == sq) return put(dst_of(g), sum.data());
-      double* dst = dst_of(g);
-      for (index_t e = 0; e < entry; ++e) dst[e] = adding ? dst[e] + sum[e] : sum[e];
+      if (entry == sq) return put(dst, sum.data());
+      for (index_t e = 0; e < entry; ++e) dst[e] += sum[e];  // adding (packed tables)
     };
     parallel_tasks(n_slots, threads, reduce_cluster, 256);
     return true;
