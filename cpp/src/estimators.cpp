@@ -48,20 +48,17 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
   leverage_one = false;
   if (r == 0) {
     F1.resize(0, 0);
-    F2.resize(0, 0);
     return;
   }
   AL.noalias() = A.lazyProduct(L);
   W.noalias() = L.transpose().lazyProduct(AL);
   const double t = W.trace();  // sum of the hat block's eigenvalues, >= the largest
   if (t < kSeriesTrace) {
-    // phi(W) - I and phi(W)^2 - I as power series in W: CR2 (1-x)^{-1/2} - 1 = sum c_k x^k,
-    // c_k = binom(2k, k) / 4^k, and (1-x)^{-1} - 1 = sum x^k; CR3 (1-x)^{-1} - 1 and
-    // (1-x)^{-2} - 1 = sum (k+1) x^k. Truncated once t^k is below rounding.
+    // phi(W) - I as a power series in W: CR2 (1-x)^{-1/2} - 1 = sum c_k x^k, c_k = binom(2k, k)
+    // / 4^k; CR3 (1-x)^{-1} - 1 = sum x^k. Truncated once t^k is below rounding.
     const bool cr2 = v == Variant::CV2;
     F1 = W;
-    F2 = W;
-    (cr2 ? F1 : F2) *= cr2 ? 0.5 : 2.0;
+    if (cr2) F1 *= 0.5;
     Wk = W;
     double c = 0.5, tk = t;
     for (index_t k = 2; tk > 1e-17; ++k) {
@@ -70,24 +67,17 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
       tk *= t;
       c *= (2.0 * k - 1.0) / (2.0 * k);
       F1 += (cr2 ? c : 1.0) * Wk;
-      F2 += (cr2 ? 1.0 : k + 1.0) * Wk;
     }
     return;
   }
   es.compute(W);
   lam = es.eigenvalues().cwiseMax(0.0);
-  VectorXd p1(r), p2(r);
-  for (index_t j = 0; j < r; ++j) {
-    const double phi = adjustment(v, lam[j]);
-    p1[j] = phi - 1.0;
-    p2[j] = phi * phi - 1.0;
-  }
+  VectorXd p1(r);
+  for (index_t j = 0; j < r; ++j) p1[j] = adjustment(v, lam[j]) - 1.0;
   leverage_one = lam.maxCoeff() >= 1.0 - kLeverageTol;
   const MatrixXd& V = es.eigenvectors();
   Wn.noalias() = V * p1.asDiagonal();
   F1.noalias() = Wn.lazyProduct(V.transpose());
-  Wn.noalias() = V * p2.asDiagonal();
-  F2.noalias() = Wn.lazyProduct(V.transpose());
 }
 
 const VectorXd& HatBlock::pinv(const Eigen::Ref<const VectorXd>& s) {
@@ -178,32 +168,31 @@ struct OmegaAcc {
   }
 };
 
-// Omega pieces of one cluster (F1 = F2 = 0 for CV0/CV1, where hb is unused):
-// w_a = (C_g + L F1 L') AC_a;  d^{ab} = AC_a' (C_g + L F2 L') AC_b;  e^{ab} = w_a' A w_b.
+// Omega pieces of one cluster. Unadjusted (CV0/CV1, where hb is unused): w_a = C_g AC_a,
+// d^{ab} = AC_a' C_g AC_b. Adjusted, C_g + L F1 L' = L phi L' and C_g + L F2 L' = L phi^2 L', so
+// with M = phi L'AC (r x q): w_a = L M_a, d^{ab} = M_a'M_b; and e^{ab} = w_a'A w_b = M_a' W M_b.
 void omega_cluster(const Eigen::Ref<const MatrixXd>& Cg, const HatBlock* hb, const MatrixXd& A, const MatrixXd& AC,
                    OmegaAcc& acc) {
-  thread_local MatrixXd CAC, W, AW, LtAC, F1L, F2L;
-  CAC.noalias() = Cg.lazyProduct(AC);  // K x q
-  W = CAC;
+  thread_local MatrixXd W, M, LtAC, AW;
   const bool adjust = hb != nullptr && hb->rank() > 0;
   if (adjust) {
     LtAC.noalias() = hb->L.transpose().lazyProduct(AC);  // r x q
-    F1L.noalias() = hb->F1.lazyProduct(LtAC);
-    W.noalias() += hb->L.lazyProduct(F1L);
-    F2L.noalias() = hb->F2.lazyProduct(LtAC);
+    M = LtAC;
+    M.noalias() += hb->F1.lazyProduct(LtAC);
+    W.noalias() = hb->L.lazyProduct(M);                  // K x q: the w_a
+    AW.noalias() = hb->W.lazyProduct(M);                 // r x q: e^{ab} = M_a' (W M)_b
+  } else {
+    W.noalias() = Cg.lazyProduct(AC);
+    M = AC;                                              // d^{ab} = AC_a' W_b, e^{ab} = W_a' A W_b
+    AW.noalias() = A.lazyProduct(W);
   }
+  const MatrixXd& Wd = adjust ? M : W;  // d^{ab} = M_a' Wd_b
+  const MatrixXd& We = adjust ? M : W;  // e^{ab} = We_a' AW_b
   if (acc.full) {
-    MatrixXd D = AC.transpose() * CAC;
-    if (adjust) D.noalias() += LtAC.transpose() * F2L;
-    acc.add(W, D, W.transpose() * A * W);
+    acc.add(W, M.transpose() * Wd, We.transpose() * AW);
     return;
   }
-  AW.noalias() = A.lazyProduct(W);
-  for (index_t a = 0; a < acc.q; ++a) {
-    double d = AC.col(a).dot(CAC.col(a));
-    if (adjust) d += LtAC.col(a).dot(F2L.col(a));
-    acc.add_diag(a, W.col(a), d, W.col(a).dot(AW.col(a)));
-  }
+  for (index_t a = 0; a < acc.q; ++a) acc.add_diag(a, W.col(a), M.col(a).dot(Wd.col(a)), We.col(a).dot(AW.col(a)));
 }
 
 struct CovAcc {

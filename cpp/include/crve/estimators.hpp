@@ -20,14 +20,14 @@ constexpr double kLeverageTol = 1e-9;
 /// for an adjustment B_g = phi(H_gg) (phi(lam) = (1-lam)^{-1/2}: CR2; (1-lam)^{-1}: CR3 / the
 /// jackknife):
 ///     X_g' B_g u_g     = s_g + L F1 L^+ s_g,         F1 = phi(W) - I
-///     X_g' B_g X_g     = C_g + L F1 L'
-///     X_g' B_g' B_g X_g = C_g + L F2 L',             F2 = phi(W)^2 - I
-/// (DESIGN.md 2-3 write L = P Sig^{1/2}; any square root of C_g gives the same matrices.)
-/// phi(W) comes from W's eigen-decomposition, or, when tr W < kSeriesTrace (small leverage:
-/// the usual case with many clusters), from its Taylor series, exact to rounding.
-/// Buffers are reused between clusters (one HatBlock per thread).
+///     X_g' B_g X_g     = C_g + L F1 L'   = L phi(W) L'
+///     X_g' B_g' B_g X_g = L phi(W)^2 L'
+/// (DESIGN.md 2-3 write L = P Sig^{1/2} and C_g + L F2 L', F2 = phi^2 - I; any square root of
+/// C_g gives the same matrices.) phi(W) comes from W's eigen-decomposition, or, when
+/// tr W < kSeriesTrace (small leverage: the usual case with many clusters), from its Taylor
+/// series, exact to rounding. Buffers are reused between clusters (one HatBlock per thread).
 struct HatBlock {
-  MatrixXd L, L11, R, W, F1, F2, Wk, Wn, AL;
+  MatrixXd L, L11, R, W, F1, Wk, Wn, AL;
   VectorXd z, lam;
   std::vector<index_t> perm;
   Eigen::SelfAdjointEigenSolver<MatrixXd> es;
@@ -52,7 +52,8 @@ CovResult cluster_cov(const Model& m, Variant v, int threads);
 /// For contrasts c_1..c_q (working basis, K x q) and a variant's adjustment, the matrices
 /// Omega^{ab} = diag_g(d^{ab}_g) - W_a' A W_b (G x G, never formed) of Bell–McCaffrey (2002) /
 /// Pustejovsky–Tipton (2018) under the working model sigma^2 I, with
-///     w_{a,g} = (C_g + L F1 L') A c_a,   d^{ab}_g = (A c_a)'(C_g + L F2 L')(A c_b)   (see HatBlock).
+///     w_{a,g} = (C_g + L F1 L') A c_a,   d^{ab}_g = (A c_a)'(C_g + L F2 L')(A c_b)   (see HatBlock),
+/// i.e. with M = phi(W) L'A [c_1 .. c_q]:  w_{a,g} = L M_a,  d^{ab}_g = M_a'M_b.
 /// Returned: trace(a,b) = tr Omega^{ab};  tr_abab(a,b) = tr(Omega^{ab} Omega^{ab});
 /// tr_aabb(a,b) = tr(Omega^{aa} Omega^{bb}). With full = false only the diagonal a = b
 /// (then tr_abab(a,a) = tr((Omega^{aa})^2), the Satterthwaite denominator).
