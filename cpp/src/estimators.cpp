@@ -55,13 +55,14 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
   const double t = W.trace();  // sum of the hat block's eigenvalues, >= the largest
   if (t < kSeriesTrace) {
     // phi(W) - I as a power series in W: CR2 (1-x)^{-1/2} - 1 = sum c_k x^k, c_k = binom(2k, k)
-    // / 4^k; CR3 (1-x)^{-1} - 1 = sum x^k. Truncated once t^k is below rounding.
+    // / 4^k; CR3 (1-x)^{-1} - 1 = sum x^k, c_k <= 1. Term k is below t^k (the eigenvalues are at
+    // most t), so the series stops at the first term below 1e-17: phi(W) = I + F1 to rounding.
     const bool cr2 = v == Variant::CV2;
     F1 = W;
     if (cr2) F1 *= 0.5;
     Wk = W;
     double c = 0.5, tk = t;
-    for (index_t k = 2; tk > 1e-17; ++k) {
+    for (index_t k = 2; tk * t > 1e-17; ++k) {
       Wn.noalias() = Wk.lazyProduct(W);
       Wk.swap(Wn);
       tk *= t;
