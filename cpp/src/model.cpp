@@ -142,24 +142,31 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   const MatrixXd TxS = scale.asDiagonal() * T.leftCols(K).transpose();  // K x P
   S.resize(K, G);
   uu.resize(G);
-  parallel_tasks(G, threads, [&](index_t g) {
-    const double* z = stats.gram(g);
-    thread_local std::vector<double> zv;  // Z_g v
-    zv.assign(P, 0.0);
-    for (index_t i = 0; i < P; ++i, z += i) {  // packed row i: z[0..i]
-      double acc = 0.0;
-      const double vi = v[i];
-      for (index_t j = 0; j < i; ++j) {
-        acc += z[j] * v[j];
-        zv[j] += z[j] * vi;
+  constexpr index_t kScoreBlock = 256;  // clusters per task
+  parallel_tasks((G + kScoreBlock - 1) / kScoreBlock, threads, [&](index_t t) {
+    std::vector<double> zv(P);  // Z_g v
+    for (index_t g = t * kScoreBlock; g < std::min(G, (t + 1) * kScoreBlock); ++g) {
+      const double* z = stats.gram(g);
+      std::fill(zv.begin(), zv.end(), 0.0);
+      for (index_t i = 0; i < P; ++i, z += i) {  // packed row i: z[0..i]
+        double acc = 0.0;
+        const double vi = v[i];
+        for (index_t j = 0; j < i; ++j) {
+          acc += z[j] * v[j];
+          zv[j] += z[j] * vi;
+        }
+        zv[i] += acc + z[i] * vi;
       }
-      zv[i] += acc + z[i] * vi;
+      double q = 0.0;
+      for (index_t i = 0; i < P; ++i) q += v[i] * zv[i];
+      if (selection_) {  // T_x' is a selection: s_g = scale * (Z_g v)[idx]
+        for (index_t k = 0; k < K; ++k) S(k, g) = scale[k] * zv[idx_[k]];
+      } else {
+        S.col(g).noalias() = TxS * Eigen::Map<const VectorXd>(zv.data(), P);
+      }
+      uu[g] = std::max(0.0, q);  // u_g'u_g >= 0; the expansion can round below zero for a (near-)perfect fit
     }
-    double q = 0.0;
-    for (index_t i = 0; i < P; ++i) q += v[i] * zv[i];
-    S.col(g).noalias() = TxS * Eigen::Map<const VectorXd>(zv.data(), P);
-    uu[g] = std::max(0.0, q);  // u_g'u_g >= 0; the expansion can round below zero for a (near-)perfect fit
-  }, 1024);
+  }, 4);
   // The sum of squared residuals from the whole sample's Gram, v'Z v, in double-double: its
   // expansion cancels most digits when the fit is close (NIST NoInt1/2).
   ssr = std::max(0.0, quadratic_dd(total.data(), T, scale.cwiseProduct(gamma)));
