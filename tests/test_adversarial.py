@@ -195,6 +195,68 @@ def test_bootstrap_with_one_draw_and_ten_million_draws():
     assert abs(big.pvalue - small.pvalue) < 0.02
 
 
+def _exact_jackknife(y, X, g):
+    """CV3 = (G-1)/G sum_g (beta_(g) - beta)(beta_(g) - beta)' in exact rational arithmetic
+    (every leave-one-cluster-out fit solved with fractions from the binary values of the data)."""
+    from fractions import Fraction
+
+    N, K = X.shape
+    Xf = [[Fraction(float(v)) for v in row] for row in X]
+    yf = [Fraction(float(v)) for v in y]
+
+    def fit(rows):
+        M = [[sum(Xf[i][a] * Xf[i][b] for i in rows) for b in range(K)] + [sum(Xf[i][a] * yf[i] for i in rows)]
+             for a in range(K)]
+        for c in range(K):  # Gauss-Jordan, exact
+            p = next(r for r in range(c, K) if M[r][c] != 0)
+            M[c], M[p] = M[p], M[c]
+            for r in range(K):
+                if r != c and M[r][c] != 0:
+                    f = M[r][c] / M[c][c]
+                    M[r] = [a - f * b for a, b in zip(M[r], M[c])]
+        return [M[i][K] / M[i][i] for i in range(K)]
+
+    beta = fit(range(N))
+    labels = sorted(set(g.tolist()))
+    S = [[Fraction(0)] * K for _ in range(K)]
+    for h in labels:
+        d = [a - b for a, b in zip(fit([i for i in range(N) if g[i] != h]), beta)]
+        for a in range(K):
+            for b in range(K):
+                S[a][b] += d[a] * d[b]
+    G = len(labels)
+    return np.array([[float(Fraction(G - 1, G) * S[a][b]) for b in range(K)] for a in range(K)])
+
+
+def test_property_finding_near_leverage_one_is_said():
+    """Found by tests/test_properties.py (shard sums): a one-row cluster whose regressor is almost
+    identified by it alone (the other clusters' values differ by 9e-5) has leverage 1 - 6.6e-9.
+    I - H_gg is then nearly singular and the CV3 / CV2 adjustment amplifies rounding: CV3 was
+    1e-7 off the exact jackknife, silently. crve now says how many digits are left (100 eps /
+    (1 - leverage)), and that statement holds against exact rational arithmetic."""
+    y = np.array([0.54166392, 1.47543299, 1.31785237, 4.01666643, 1.23334266, 2.84612641, 1.0460223,
+                  -1.24965123, 2.85143581, 0.67691221, 1.23043983])
+    x1 = np.array([-0.85244505, -0.85244505, 0.61031202, -0.85253635, -0.85244505, -0.85253635, -0.85244505,
+                   -0.85244505, -0.85253635, -0.85244505, -0.85244505])
+    x2 = np.array([-0.01241791, -0.04396709, -0.02295902, -0.03569524, 0.02648137, 0.01020183, 0.06071754,
+                   0.06656835, -0.00504601, 0.02163641, 0.05778095])
+    X = np.column_stack([np.ones(11), x1, x2])
+    g = np.array([0, 0, 1, 2, 0, 2, 0, 0, 2, 0, 0])
+    with pytest.warns(crve.CrveWarning, match=r"leverage 1 - 6\.\de-09.*about 5 significant digits"):
+        res = crve.cluster_robust(y, X, g, variant="CV3")
+    gap = 1 - res._leverage_max
+    assert 6e-9 < gap < 7e-9
+    exact = _exact_jackknife(y, X, g)
+    err = np.abs(res._cov - exact).max() / np.abs(exact).max()
+    assert err < 100 * np.finfo(float).eps / gap  # the stated accuracy
+    with pytest.warns(crve.CrveWarning, match="leverage 1 - "):
+        cv2 = res.with_variant("CV2")
+    assert any("CV2's adjustment amplifies rounding" in n for n in cv2.notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", crve.CrveWarning)  # CV1 has no adjustment: nothing to say
+        crve.cluster_robust(y, X, g, variant="CV1")
+
+
 def test_fuzz_finding_variance_overflow_is_said():
     """Found by tests/fuzz_targets.py (arrays): a column in units of 1e-150 identified by one row
     has a variance above the float64 range; the inf is reported with a note, never silently."""

@@ -113,7 +113,10 @@ def test_shard_sums_equal_the_whole(d, cut):
     for v in ("CV1", "CV2", "CV3"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", crve.CrveWarning)
-            _close(parts.fit(v).cov, whole.fit(v).cov)
+            a, b = parts.fit(v), whole.fit(v)
+        # To the accuracy crve states: a cluster with leverage near one leaves 100 eps / (1 - h).
+        gap = 1 - max(a._leverage_max, b._leverage_max)
+        _close(a.cov, b.cov, rtol=max(1e-8, 100 * np.finfo(float).eps / gap))
 
 
 @SETTINGS

@@ -282,7 +282,7 @@ PYBIND11_MODULE(_core, mod) {
               py::gil_scoped_release release;
               r = cluster_cov(m, v, threads);
             }
-            return py::make_tuple(m.to_raw(r.cov), r.leverage_one);
+            return py::make_tuple(m.to_raw(r.cov), r.leverage_one, r.leverage_max);
           },
           py::arg("variant"), py::arg("threads") = 0)
       .def(
@@ -294,7 +294,8 @@ PYBIND11_MODULE(_core, mod) {
               py::gil_scoped_release release;
               r = cluster_cov_dof(m, v, unit_columns(m.contrasts(R)), threads);
             }
-            return py::make_tuple(m.to_raw(r.first.cov), r.first.leverage_one, omega_dict(r.second));
+            return py::make_tuple(m.to_raw(r.first.cov), r.first.leverage_one, omega_dict(r.second),
+                                  r.first.leverage_max);
           },
           py::arg("variant"), py::arg("R"), py::arg("threads") = 0,
           "cluster_cov and the Satterthwaite pieces of the rows of R in one traversal")
@@ -351,6 +352,7 @@ PYBIND11_MODULE(_core, mod) {
             d["bread_meat_bread"] = m.to_raw(m.A * rp.meat * m.A);
             d["jk_mean_times_n"] = VectorXd(m.M * rp.jk_sum);
             d["leverage_one"] = rp.leverage_one;
+            d["leverage_max"] = rp.leverage_max;
             if (R) d["omega"] = omega_dict(rp.omega);
             return d;
           },

@@ -46,6 +46,7 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
     for (index_t j = 0; j < r && j <= i; ++j) L(perm[i], j) = R(i, j);
   L11 = R.topLeftCorner(r, r).triangularView<Eigen::Lower>();
   leverage_one = false;
+  leverage_max = 0.0;
   if (r == 0) {
     F1.resize(0, 0);
     return;
@@ -54,6 +55,7 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
   W.noalias() = L.transpose().lazyProduct(AL);
   const double t = W.trace();  // sum of the hat block's eigenvalues, >= the largest
   if (t < kSeriesTrace) {
+    leverage_max = t;
     // phi(W) - I as a power series in W: CR2 (1-x)^{-1/2} - 1 = sum c_k x^k, c_k = binom(2k, k)
     // / 4^k; CR3 (1-x)^{-1} - 1 = sum x^k, c_k <= 1. Term k is below t^k (the eigenvalues are at
     // most t), so the series stops at the first term below 1e-17: phi(W) = I + F1 to rounding.
@@ -76,6 +78,8 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
   VectorXd p1(r);
   for (index_t j = 0; j < r; ++j) p1[j] = adjustment(v, lam[j]) - 1.0;
   leverage_one = lam.maxCoeff() >= 1.0 - kLeverageTol;
+  for (index_t j = 0; j < r; ++j)
+    if (lam[j] < 1.0 - kLeverageTol) leverage_max = std::max(leverage_max, lam[j]);
   const MatrixXd& V = es.eigenvectors();
   Wn.noalias() = V * p1.asDiagonal();
   F1.noalias() = Wn.lazyProduct(V.transpose());
@@ -200,11 +204,13 @@ struct CovAcc {
   MatrixXd meat;   // sum of adjusted scores' outer products
   VectorXd dsum;   // CV3J: sum of A T_g s_g
   index_t lev = 0;
+  double lev_max = 0.0;
   OmegaAcc omega;
   void merge(const CovAcc& o) {
     meat += o.meat;
     dsum += o.dsum;
     lev += o.lev;
+    lev_max = std::max(lev_max, o.lev_max);
     omega.merge(o.omega);
   }
 };
@@ -215,7 +221,7 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
   const MatrixXd AC = contrasts ? MatrixXd(m.A * *contrasts) : MatrixXd(K, 0);
   return parallel_reduce<CovAcc>(
       m.G, threads, kChunks, 32,
-      [&] { return CovAcc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
+      [&] { return CovAcc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, 0.0, OmegaAcc(K, q, full)}; },
       [&](CovAcc& acc, index_t g) {
         thread_local HatBlock hb;
         thread_local VectorXd t, F1z;
@@ -225,6 +231,7 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
         if (adjust) {
           hb.compute(Cg, m.A, v);
           acc.lev += hb.leverage_one;
+          acc.lev_max = std::max(acc.lev_max, hb.leverage_max);
         }
         if (need_cov) {
           t = m.S.col(g);
@@ -246,6 +253,7 @@ CovResult finish_cov(const Model& m, Variant v, CovAcc& acc) {
   const MatrixXd meat = acc.meat.selfadjointView<Eigen::Lower>();
   res.cov = m.A * meat * m.A;
   res.leverage_one = acc.lev;
+  res.leverage_max = acc.lev_max;
   if (v == Variant::CV3) {
     // Jackknife (MNW 2023): beta_(g) - beta = -(X'X - C_g)^{-1} s_g = -A X_g'(I - H_gg)^{-1} u_g.
     res.cov *= (G - 1.0) / G;
@@ -296,11 +304,12 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
     MatrixXd meat;
     VectorXd jk;
     index_t lev = 0;
+    double lev_max = 0.0;
     OmegaAcc omega;
   };
   Acc total = parallel_reduce<Acc>(
       N, threads, kChunks, 4096,
-      [&] { return Acc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, OmegaAcc(K, q, full)}; },
+      [&] { return Acc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, 0.0, OmegaAcc(K, q, full)}; },
       [&](Acc& acc, index_t i) {
         thread_local VectorXd w, Aw;
         thread_local Eigen::RowVectorXd z;
@@ -312,6 +321,7 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
         const double h = std::max(0.0, w.dot(Aw));
         const double phi = adjustment(v, h);
         acc.lev += h >= 1.0 - kLeverageTol;
+        if (h < 1.0 - kLeverageTol) acc.lev_max = std::max(acc.lev_max, h);
         const double t = phi * u;  // adjusted score of the row is t * w
         acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(w, t * t);
         if (v == Variant::CV3J) acc.jk += t * Aw;
@@ -334,12 +344,14 @@ RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Varia
         a.meat += b.meat;
         a.jk += b.jk;
         a.lev += b.lev;
+        a.lev_max = std::max(a.lev_max, b.lev_max);
         a.omega.merge(b.omega);
       });
   RowPass out;
   out.meat = total.meat.selfadjointView<Eigen::Lower>();
   out.jk_sum = std::move(total.jk);
   out.leverage_one = total.lev;
+  out.leverage_max = total.lev_max;
   if (q > 0) {
     out.omega = total.omega.finish(m.A);
     out.omega.leverage_one = total.lev;

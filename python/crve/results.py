@@ -25,6 +25,10 @@ _ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICA
 FEW_CLUSTERS = 30  # below this many clusters the summary notes that CV1 t tests can over-reject
 EXACT_FIT = 1e-12  # SSR / TSS below this: an exact fit (R^2 = 1 to rounding)
 ILL_CONDITIONED = 1e-9  # rcond of the scaled X'X below which crve warns (about 5 digits or fewer left)
+# A cluster (row, for HC) whose leverage is this close to one, but not one, makes the CV2/CV3
+# (HC2/HC3) adjustment (1 - h)^(-1/2 or -1) amplify rounding: about 100 eps / (1 - h) relative
+# accuracy is left (measured against exact rational jackknife variances), which crve says.
+NEAR_LEVERAGE_ONE = 1e-6
 # With the rows at hand, coefficients and SSR are polished from the rows' own residuals when the
 # statistics lose digits to cancellation: a near-exact fit (SSR below this fraction of TSS) or an
 # ill-conditioned X'X (rcond below POLISH_RCOND).
@@ -185,6 +189,7 @@ class Result:
     _named: bool = field(repr=False, default=False)
     leverage_one: int = 0
     notes: list[str] = field(default_factory=list)
+    _leverage_max: float = field(repr=False, default=0.0)  # largest leverage below one (adjusted variants)
     _negative: list = field(repr=False, default_factory=list)  # variances that rounded below zero (set to 0)
     _ssr: float | None = field(repr=False, default=None)  # SSR from the rows' residuals (polished fits)
     _bread: np.ndarray | None = field(repr=False, default=None)  # (X'X)^-1 refined against the rows (polished)
@@ -244,7 +249,8 @@ class Result:
         eye = np.eye(len(self._params))
         # Satterthwaite dof come from the same traversal as the covariance.
         with np.errstate(over="ignore"):  # a variance beyond float64 becomes inf and is reported by _warn
-            new._cov, new.leverage_one, omega = new._covariance(v, eye if rule == "satterthwaite" else None)
+            new._cov, new.leverage_one, omega, new._leverage_max = new._covariance(
+                v, eye if rule == "satterthwaite" else None)
         new._df = satterthwaite(lambda R, full: omega, eye) if omega is not None else new._dof(rule, eye)
         diag = np.diag(new._cov)
         if np.isnan(diag).any():  # finite data: only overflow (inf - inf, inf * 0) makes a NaN variance
@@ -265,21 +271,22 @@ class Result:
 
         return self._model.row_pass(self._data.y, core_matrix(self._data.X), _core_variant(variant), R, full, self._threads)
 
-    def _covariance(self, v: str, R: np.ndarray | None = None) -> tuple[np.ndarray, int, dict | None]:
-        """(covariance, leverage-one count, Omega sums of the rows of R or None)."""
+    def _covariance(self, v: str, R: np.ndarray | None = None) -> tuple[np.ndarray, int, dict | None, float]:
+        """(covariance, leverage-one count, Omega sums of the rows of R or None, the largest
+        leverage below one)."""
         m = self._model
         N, K = m.N, m.K
         if v == "iid":
             if R is not None:
                 raise ValueError("Satterthwaite dof apply to the robust variants (HC*, CV*), not to 'iid'")
             bread = np.asarray(m.bread()) if self._bread is None else self._bread
-            return self.ssr / (N - K) * bread, 0, None
+            return self.ssr / (N - K) * bread, 0, None, 0.0
         if not (v.startswith("HC") or self._singletons):
             if R is None:
-                cov, lev = m.cluster_cov(v, self._threads)
-                return np.asarray(cov), int(lev), None
-            cov, lev, omega = m.cluster_cov_dof(v, R, self._threads)
-            return np.asarray(cov), int(lev), omega
+                cov, lev, lev_max = m.cluster_cov(v, self._threads)
+                return np.asarray(cov), int(lev), None, float(lev_max)
+            cov, lev, omega, lev_max = m.cluster_cov_dof(v, R, self._threads)
+            return np.asarray(cov), int(lev), omega, float(lev_max)
         rp = self._row_pass(v, R)
         cov = np.asarray(rp["bread_meat_bread"])
         if v in ("HC1", "CV1"):
@@ -289,7 +296,7 @@ class Result:
         elif v == "CV3J":
             j = np.asarray(rp["jk_mean_times_n"])
             cov = (N - 1) / N * (cov - np.outer(j, j) / N)
-        return cov, int(rp["leverage_one"]), rp.get("omega")
+        return cov, int(rp["leverage_one"]), rp.get("omega"), float(rp["leverage_max"])
 
     def _omega(self, R: np.ndarray, full: bool) -> dict:
         v = self.variant
@@ -344,6 +351,16 @@ class Result:
             msg = (f"{self.leverage_one} {what} have leverage one (I - H_gg singular): "
                    f"{self.variant} uses the pseudo-inverse there"
                    + ("; the jackknife leaves those regressors unidentified" if "3" in self.variant else ""))
+            self.notes.append(msg)
+            warnings.warn(msg, CrveWarning, stacklevel=4)
+        gap = 1.0 - self._leverage_max
+        if self.variant in ("CV2", "CV3", "CV3J", "HC2", "HC3") and gap < NEAR_LEVERAGE_ONE:
+            what = "a row" if (self.variant.startswith("HC") or self._singletons) else "a cluster"
+            digits = -np.log10(100 * np.finfo(float).eps / gap)
+            msg = (f"{what} has leverage 1 - {gap:.1e} (I - H_gg nearly singular; the regressors are almost "
+                   f"identified by it alone): {self.variant}'s adjustment amplifies rounding, so about "
+                   f"{max(digits, 0):.0f} significant digits are left (100 eps / (1 - leverage), relative to the "
+                   "largest variance)")
             self.notes.append(msg)
             warnings.warn(msg, CrveWarning, stacklevel=4)
         G = self.n_clusters

@@ -32,6 +32,7 @@ struct HatBlock {
   std::vector<index_t> perm;
   Eigen::SelfAdjointEigenSolver<MatrixXd> es;
   bool leverage_one = false;
+  double leverage_max = 0.0;  // the largest eigenvalue of H_gg below leverage one (tr W on the series path)
   index_t rank() const { return L.cols(); }
   void compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, Variant v);
   /// L^+ s for s in the range of C_g (r-vector).
@@ -46,6 +47,8 @@ double adjustment(Variant v, double lam);
 struct CovResult {
   MatrixXd cov;             // working basis
   index_t leverage_one = 0; // clusters with a leverage-one direction (CV2, CV3, CV3J)
+  double leverage_max = 0;  // the largest eigenvalue of any H_gg below leverage one: the adjustment
+                            // (1 - lam)^(-1/2 or -1) keeps about eps / (1 - leverage_max) relative accuracy
 };
 CovResult cluster_cov(const Model& m, Variant v, int threads);
 
@@ -73,6 +76,7 @@ struct RowPass {
   MatrixXd meat;
   VectorXd jk_sum;
   index_t leverage_one = 0;
+  double leverage_max = 0;  // the largest h_i below leverage one (as CovResult)
   OmegaSums omega;
 };
 RowPass row_pass(const Model& m, const MatrixView& X, const VectorView& y, Variant v,
