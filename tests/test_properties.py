@@ -2,6 +2,7 @@
 cluster-robust estimator must satisfy, checked on crve's own results."""
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -11,7 +12,9 @@ from hypothesis import strategies as st
 
 import crve
 
-SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Designs per property: 40 in the suite; CRVE_PROPERTY_EXAMPLES=2000 for a longer search.
+EXAMPLES = int(os.environ.get("CRVE_PROPERTY_EXAMPLES", "40"))
+SETTINGS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 VARIANTS = ("CV0", "CV1", "CV2", "CV3", "CV3J")
 
 
@@ -135,7 +138,7 @@ def test_cv2_is_exactly_unbiased_under_its_working_model(d):
     _close(expectation, np.linalg.inv(X.T @ X), rtol=1e-7)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=max(15, EXAMPLES // 4), deadline=None)
 @given(designs(min_clusters=5), st.integers(0, 2**31))
 def test_bootstrap_draws_do_not_depend_on_threads(d, seed):
     y, X, g = d
