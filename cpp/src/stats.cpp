@@ -168,8 +168,8 @@ constexpr index_t kBlockRows = 64;         // rows per kernel call
 constexpr index_t kPrefetchRows = 24;      // look-ahead of the gathers in the many-clusters mode
 constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is split
 constexpr index_t kTaskRows = 8192;        // rows per task of whole small clusters (at most)
-constexpr index_t kSubChunkRows = 8192;    // rows sorted locally in the few-clusters mode (at least)
-constexpr index_t kSubChunkMax = 65536;    // ... and at most; in between, 8 rows per cluster on average
+constexpr index_t kSubChunkRows = 8192;    // rows staged at a time in the few-clusters mode: at least
+                                           // this, more where 8 rows per cluster need more (see below)
 constexpr index_t kCheckRows = 2048;       // rows checked for NaN / inf at a time (staged mode)
 
 // Row width of the blocks: 4, or a multiple of 8 (the tiled kernel's column groups).
@@ -503,7 +503,10 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
       // kernel's fixed cost per block would dominate with 1 to 4 rows per cluster. Each is
       // staged: its rows are read in order (sequential: fast from DRAM too) and their z copied
       // to a thread-local buffer in cluster order, which the kernel then reads in order.
-      const index_t sub = std::clamp<index_t>(8 * n_slots, kSubChunkRows, kSubChunkMax);
+      // The staged copies of all chunks together take at most the tables' budget (or 1 MB each).
+      const double stage_bytes = std::max(1.0 * (1 << 20), budget / n_chunks);
+      const index_t most = std::max<index_t>(256, static_cast<index_t>(stage_bytes / (PP * 8.0)));
+      const index_t sub = std::min(most, std::max(8 * n_slots, kSubChunkRows));
       std::vector<index_t> start(n_slots + 1), pos(n_slots);
       thread_local std::vector<double> stage, acc;
       stage.resize(sub * PP);
