@@ -50,6 +50,13 @@ def _close(a, b, rtol=1e-8):
     np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
 
 
+def _stated(*results, rtol=1e-8):
+    """rtol, or the accuracy crve states where a cluster's leverage is near one: 100 eps / (1 - h)
+    (the CV2/CV3 adjustment amplifies rounding; found by these tests, see RELIABILITY.md)."""
+    gap = 1 - max(r._leverage_max for r in results)
+    return max(rtol, 100 * np.finfo(float).eps / gap)
+
+
 @SETTINGS
 @given(designs(), st.integers(0, 2**32 - 1))
 def test_permuting_rows_and_relabelling_clusters_change_nothing(d, seed):
@@ -61,7 +68,7 @@ def test_permuting_rows_and_relabelling_clusters_change_nothing(d, seed):
     b = _fits(y[perm], X[perm], relabel[g[perm]])
     for v in VARIANTS:
         _close(b[v].params, a[v].params)
-        _close(b[v].bse, a[v].bse)
+        _close(b[v].bse, a[v].bse, _stated(a[v], b[v]))
 
 
 @SETTINGS
@@ -75,8 +82,8 @@ def test_scaling_a_column(d, c, negative):
     a, b = _fits(y, X, g), _fits(y, Xs, g)
     for v in VARIANTS:
         _close(b[v].params[k], a[v].params[k] / c)
-        _close(b[v].bse[k], a[v].bse[k] / abs(c))
-        _close(np.delete(b[v].bse, k), np.delete(a[v].bse, k))
+        _close(b[v].bse[k], a[v].bse[k] / abs(c), _stated(a[v], b[v]))
+        _close(np.delete(b[v].bse, k), np.delete(a[v].bse, k), _stated(a[v], b[v]))
 
 
 @SETTINGS
@@ -89,7 +96,7 @@ def test_adding_a_multiple_of_a_regressor_to_y(d, m):
         shift = np.zeros(X.shape[1])
         shift[k] = m
         _close(b[v].params, a[v].params + shift, rtol=1e-7)
-        _close(b[v].bse, a[v].bse, rtol=1e-7)  # residuals, and so every covariance, are unchanged
+        _close(b[v].bse, a[v].bse, _stated(a[v], b[v], rtol=1e-7))  # the residuals, so every covariance, are unchanged
 
 
 @SETTINGS
@@ -102,8 +109,10 @@ def test_no_clusters_equals_singleton_clusters(d):
         warnings.simplefilter("ignore", crve.CrveWarning)
         hc = crve.cluster_robust(y, X, None, variant="HC0")
         for k in range(3):
-            _close(hc.with_variant(f"HC{k}").cov, single[f"CV{k}"].cov)
-        _close(hc.with_variant("HC3").cov * (N - 1) / N, single["CV3"].cov)
+            h = hc.with_variant(f"HC{k}")
+            _close(h.cov, single[f"CV{k}"].cov, _stated(h, single[f"CV{k}"]))
+        h3 = hc.with_variant("HC3")
+        _close(h3.cov * (N - 1) / N, single["CV3"].cov, _stated(h3, single["CV3"]))
 
 
 @SETTINGS
@@ -117,9 +126,7 @@ def test_shard_sums_equal_the_whole(d, cut):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", crve.CrveWarning)
             a, b = parts.fit(v), whole.fit(v)
-        # To the accuracy crve states: a cluster with leverage near one leaves 100 eps / (1 - h).
-        gap = 1 - max(a._leverage_max, b._leverage_max)
-        _close(a.cov, b.cov, rtol=max(1e-8, 100 * np.finfo(float).eps / gap))
+        _close(a.cov, b.cov, _stated(a, b))
 
 
 @SETTINGS
