@@ -1,8 +1,11 @@
 #include "crve/estimators.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "crve/parallel.hpp"
+#include "simd.hpp"
 
 namespace crve {
 
@@ -10,6 +13,132 @@ namespace {
 
 constexpr double kCholeskyTol = 1e-11;  // relative pivot size treated as zero rank
 constexpr index_t kChunks = 64;         // fixed reduction chunks (thread-count independent)
+
+// Columns [j0, j0 + J) of C (m x n, leading dimension m) = A (m x k, leading dimension lda) B
+// (k x n, leading dimension ldb): a column of A is NV vectors, C's J columns stay in registers.
+// Columns p < safe of A are read in place (lanes past row m read what follows and feed only rows
+// >= m, which are not stored); later ones from `tail`, where they are copied zero-padded.
+template <int NV, int J>
+inline __attribute__((always_inline)) void product_cols(const double* A, index_t lda, const double* B, index_t ldb,
+                                                        double* C, index_t m, index_t k, index_t j0, index_t safe,
+                                                        const double* tail, index_t full) {
+  Row8 c[J][NV] = {};
+  for (index_t p = 0; p < k; ++p) {
+    const double* a = p < safe ? A + p * lda : tail + (p - safe) * 8 * NV;
+    Row8 av[NV];
+    for (int v = 0; v < NV; ++v) std::memcpy(&av[v], a + 8 * v, sizeof(Row8));
+    for (int j = 0; j < J; ++j) {
+      const double b = B[p + (j0 + j) * ldb];
+      for (int v = 0; v < NV; ++v) c[j][v] += b * av[v];
+    }
+  }
+  // Columns are stored in order, whole vectors where that stays within C: the lanes past row m
+  // land on the next columns' first rows, which are stored later; the last ones exactly.
+  for (int j = 0; j < J; ++j) {
+    double* out = C + (j0 + j) * m;
+    if (j0 + j < full) {
+      std::memcpy(out, c[j], sizeof c[j]);
+    } else {
+      double tmp[8 * NV];
+      std::memcpy(tmp, c[j], sizeof tmp);
+      std::memcpy(out, tmp, m * sizeof(double));
+    }
+  }
+}
+
+template <int NV>
+inline __attribute__((always_inline)) void product_fixed(const double* A, index_t lda, const double* B, index_t ldb,
+                                                         double* C, index_t m, index_t k, index_t n) {
+  // Column p can be read in place while p lda + 8 NV stays within A ((k - 1) lda + m values).
+  const index_t end = (k - 1) * lda + m, safe = std::min(k, end >= 8 * NV ? (end - 8 * NV) / lda + 1 : 0);
+  double tail[8 * NV * 8];  // at most 7 columns: (k - 1 - p) lda < 8 NV - m <= 7
+  for (index_t p = safe; p < k; ++p) {
+    double* t = tail + (p - safe) * 8 * NV;
+    std::memcpy(t, A + p * lda, m * sizeof(double));
+    std::fill(t + m, t + 8 * NV, 0.0);
+  }
+  // Column j of C is stored as whole vectors while j m + 8 NV stays within C (n m values).
+  const index_t full = n * m >= 8 * NV ? std::min(n, (n * m - 8 * NV) / m + 1) : 0;
+  index_t j = 0;
+  for (; j + 4 <= n; j += 4) product_cols<NV, 4>(A, lda, B, ldb, C, m, k, j, safe, tail, full);
+  switch (n - j) {
+    case 3: return product_cols<NV, 3>(A, lda, B, ldb, C, m, k, j, safe, tail, full);
+    case 2: return product_cols<NV, 2>(A, lda, B, ldb, C, m, k, j, safe, tail, full);
+    case 1: return product_cols<NV, 1>(A, lda, B, ldb, C, m, k, j, safe, tail, full);
+    default: return;
+  }
+}
+
+CRVE_MULTIVERSION void small_product(const double* A, index_t lda, const double* B, index_t ldb, double* C, index_t m,
+                                     index_t k, index_t n) {
+  if (m <= 8) return product_fixed<1>(A, lda, B, ldb, C, m, k, n);
+  if (m <= 16) return product_fixed<2>(A, lda, B, ldb, C, m, k, n);
+  if (m <= 24) return product_fixed<3>(A, lda, B, ldb, C, m, k, n);
+  return product_fixed<4>(A, lda, B, ldb, C, m, k, n);
+}
+
+// Pivoted Cholesky (LAPACK dpstrf's order) of the symmetric K x K matrix whose lower triangle is
+// in a (column-major), in place: returns the rank r (pivots up to tol); the first r columns of
+// the lower triangle then hold the factor of the pivoted rows, and perm the pivot order. Only
+// the lower triangle is read or written (symmetric swaps, as dpstrf).
+CRVE_MULTIVERSION index_t pivoted_cholesky(double* a, index_t K, double tol, index_t* perm) {
+  auto at = [&](index_t i, index_t j) -> double& { return a[i + j * K]; };  // i >= j
+  index_t r = 0;
+  for (; r < K; ++r) {
+    index_t p = r;
+    for (index_t i = r + 1; i < K; ++i)
+      if (at(i, i) > at(p, p)) p = i;
+    if (!(at(p, p) > tol)) break;
+    if (p != r) {  // swap rows and columns r and p of the symmetric matrix, lower triangle only
+      std::swap(at(r, r), at(p, p));
+      for (index_t j = 0; j < r; ++j) std::swap(at(r, j), at(p, j));
+      for (index_t i = r + 1; i < p; ++i) std::swap(at(i, r), at(p, i));
+      for (index_t i = p + 1; i < K; ++i) std::swap(at(i, r), at(i, p));
+      std::swap(perm[r], perm[p]);
+    }
+    double* cr = a + r * K;
+    const double d = std::sqrt(cr[r]), inv = 1.0 / d;
+    cr[r] = d;
+    for (index_t i = r + 1; i < K; ++i) cr[i] *= inv;
+    for (index_t j = r + 1; j < K; ++j) {  // the trailing lower triangle -= c c', c = column r below r
+      double* cj = a + j * K;
+      const double b = cr[j];
+      for (index_t i = j; i < K; ++i) cj[i] -= cr[i] * b;
+    }
+  }
+  return r;
+}
+
+// The lower triangles of the K x K matrices lower[a] += w_a w_a', w_a = column a of W (K x q).
+CRVE_MULTIVERSION void rank_updates(double* const* lower, const double* W, index_t K, index_t q) {
+  for (index_t a = 0; a < q; ++a) {
+    const double* w = W + a * K;
+    double* M = lower[a];
+    for (index_t j = 0; j < K; ++j) {
+      const double b = w[j];
+      double* col = M + j * K;
+      for (index_t i = j; i < K; ++i) col[i] += w[i] * b;
+    }
+  }
+}
+
+// C = A B for the clusters' small blocks (no aliasing): the kernel above where A has at most 32
+// rows (Eigen's coefficient-based product of dynamic-size matrices is 3x slower there), else Eigen.
+template <class MA, class MB>
+void product(const MA& A, const MB& B, MatrixXd& C) {
+  const index_t m = A.rows(), k = A.cols(), n = B.cols();
+  C.resize(m, n);
+  if (m == 0 || n == 0) return;
+  if (k == 0) {
+    C.setZero();
+    return;
+  }
+  if (m > 32) {
+    C.noalias() = A * B;
+    return;
+  }
+  small_product(A.data(), A.outerStride(), B.data(), B.outerStride(), C.data(), m, k, n);
+}
 
 }  // namespace
 
@@ -22,37 +151,21 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
   const double dmax = R.diagonal().maxCoeff();
   const double tol = kCholeskyTol * dmax;
   index_t r = 0;
-  if (dmax > 0) {
-    for (; r < K; ++r) {
-      index_t p;
-      const double best = R.diagonal().tail(K - r).maxCoeff(&p);
-      p += r;
-      if (!(best > tol)) break;
-      if (p != r) {
-        R.row(r).swap(R.row(p));
-        R.col(r).swap(R.col(p));
-        std::swap(perm[r], perm[p]);
-      }
-      const double d = std::sqrt(R(r, r));
-      R(r, r) = d;
-      const index_t m = K - r - 1;
-      R.col(r).tail(m) /= d;
-      R.bottomRightCorner(m, m).noalias() -= R.col(r).tail(m) * R.col(r).tail(m).transpose();
-    }
-  }
-  // L in the original row order; L11 = the first r pivoted rows (lower triangular).
+  if (dmax > 0) r = pivoted_cholesky(R.data(), K, tol, perm.data());
+  // L in the original row order; its first r pivoted rows (lower triangular) stay in R.
   L.setZero(K, r);
   for (index_t i = 0; i < K; ++i)
     for (index_t j = 0; j < r && j <= i; ++j) L(perm[i], j) = R(i, j);
-  L11 = R.topLeftCorner(r, r).triangularView<Eigen::Lower>();
+  rank_ = r;
   leverage_one = false;
   leverage_max = 0.0;
   if (r == 0) {
     F1.resize(0, 0);
     return;
   }
-  AL.noalias() = A.lazyProduct(L);
-  W.noalias() = L.transpose().lazyProduct(AL);
+  product(A, L, AL);
+  LT = L.transpose();
+  product(LT, AL, W);
   const double t = W.trace();  // sum of the hat block's eigenvalues, >= the largest
   if (t < kSeriesTrace) {
     leverage_max = t;
@@ -60,16 +173,31 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
     // / 4^k; CR3 (1-x)^{-1} - 1 = sum x^k, c_k <= 1. Term k is below t^k (the eigenvalues are at
     // most t), so the series stops at the first term below 1e-17: phi(W) = I + F1 to rounding.
     const bool cr2 = v == Variant::CV2;
-    F1 = W;
-    if (cr2) F1 *= 0.5;
-    Wk = W;
-    double c = 0.5, tk = t;
-    for (index_t k = 2; tk * t > 1e-17; ++k) {
-      Wn.noalias() = Wk.lazyProduct(W);
-      Wk.swap(Wn);
-      tk *= t;
-      c *= (2.0 * k - 1.0) / (2.0 * k);
-      F1 += (cr2 ? c : 1.0) * Wk;
+    double a[24] = {0.0, cr2 ? 0.5 : 1.0};  // a[k]: the coefficient of W^k, k = 1..n
+    index_t n = 1;
+    for (double tk = t; n < 23 && tk * t > 1e-17; tk *= t) {
+      ++n;
+      a[n] = cr2 ? a[n - 1] * (2.0 * n - 1.0) / (2.0 * n) : 1.0;
+    }
+    // Paterson–Stockmeyer: F1 = sum_j B_j (W^s)^j, B_j = sum_{i<s} a[js + i] W^i, by Horner in
+    // W^s from the powers W..W^s: s - 1 + n / s products instead of n - 1.
+    index_t s = 1;
+    for (index_t c = 2; c <= n; ++c)
+      if (c - 1 + n / c < s - 1 + n / s) s = c;
+    pw.resize(s + 1);
+    pw[1] = W;
+    for (index_t i = 2; i <= s; ++i) product(pw[i - 1], W, pw[i]);
+    auto block = [&](index_t j, MatrixXd& B) {
+      B.setZero(r, r);
+      B.diagonal().setConstant(a[j * s]);
+      for (index_t i = 1; i < s && j * s + i <= n; ++i) B += a[j * s + i] * pw[i];
+    };
+    const index_t m = n / s;
+    block(m, F1);
+    for (index_t j = m - 1; j >= 0; --j) {
+      product(pw[s], F1, Wn);
+      block(j, F1);
+      F1 += Wn;
     }
     return;
   }
@@ -89,7 +217,7 @@ const VectorXd& HatBlock::pinv(const Eigen::Ref<const VectorXd>& s) {
   const index_t r = rank();
   z.resize(r);
   for (index_t i = 0; i < r; ++i) z[i] = s[perm[i]];
-  L11.triangularView<Eigen::Lower>().solveInPlace(z);
+  R.topLeftCorner(r, r).triangularView<Eigen::Lower>().solveInPlace(z);
   return z;
 }
 
@@ -142,6 +270,18 @@ struct OmegaAcc {
     X_abab(a, a) += d * e;
     WW[a * q + a].selfadjointView<Eigen::Lower>().rankUpdate(w);
   }
+  // ... every contrast a at once: w_a = W.col(a), d_a, e_a.
+  void add_diag(const MatrixXd& W, const double* d, const double* e) {
+    thread_local std::vector<double*> lower;
+    lower.resize(q);
+    for (index_t a = 0; a < q; ++a) {
+      D1(a, a) += d[a];
+      P_abab(a, a) += d[a] * d[a];
+      X_abab(a, a) += d[a] * e[a];
+      lower[a] = WW[a * q + a].data();
+    }
+    rank_updates(lower.data(), W.data(), K, q);
+  }
   void merge(const OmegaAcc& o) {
     D1 += o.D1;
     P_abab += o.P_abab;
@@ -178,26 +318,30 @@ struct OmegaAcc {
 // with M = phi L'AC (r x q): w_a = L M_a, d^{ab} = M_a'M_b; and e^{ab} = w_a'A w_b = M_a' W M_b.
 void omega_cluster(const Eigen::Ref<const MatrixXd>& Cg, const HatBlock* hb, const MatrixXd& A, const MatrixXd& AC,
                    OmegaAcc& acc) {
-  thread_local MatrixXd W, M, LtAC, AW;
+  thread_local MatrixXd W, M, LtAC, E;
   const bool adjust = hb != nullptr && hb->rank() > 0;
   if (adjust) {
-    LtAC.noalias() = hb->L.transpose().lazyProduct(AC);  // r x q
-    M = LtAC;
-    M.noalias() += hb->F1.lazyProduct(LtAC);
-    W.noalias() = hb->L.lazyProduct(M);                  // K x q: the w_a
-    AW.noalias() = hb->W.lazyProduct(M);                 // r x q: e^{ab} = M_a' (W M)_b
+    product(hb->LT, AC, LtAC);  // r x q
+    product(hb->F1, LtAC, M);
+    M += LtAC;
+    product(hb->L, M, W);       // K x q: the w_a
+    product(hb->W, M, E);
   } else {
-    W.noalias() = Cg.lazyProduct(AC);
-    M = AC;                                              // d^{ab} = AC_a' W_b, e^{ab} = W_a' A W_b
-    AW.noalias() = A.lazyProduct(W);
+    product(Cg, AC, W);
+    product(A, W, E);
   }
-  const MatrixXd& Wd = adjust ? M : W;  // d^{ab} = M_a' Wd_b
-  const MatrixXd& We = adjust ? M : W;  // e^{ab} = We_a' AW_b
+  // d^{ab} = Ml_a' D_b and e^{ab} = D_a' E_b: (Ml, D, E) = (M, M, W M) adjusted, (AC, W, A W) not.
+  const MatrixXd& Ml = adjust ? M : AC;
+  const MatrixXd& D = adjust ? M : W;
   if (acc.full) {
-    acc.add(W, M.transpose() * Wd, We.transpose() * AW);
+    acc.add(W, Ml.transpose() * D, D.transpose() * E);
     return;
   }
-  for (index_t a = 0; a < acc.q; ++a) acc.add_diag(a, W.col(a), M.col(a).dot(Wd.col(a)), We.col(a).dot(AW.col(a)));
+  thread_local std::vector<double> d, e;
+  d.resize(acc.q);
+  e.resize(acc.q);
+  for (index_t a = 0; a < acc.q; ++a) d[a] = Ml.col(a).dot(D.col(a)), e[a] = D.col(a).dot(E.col(a));
+  acc.add_diag(W, d.data(), e.data());
 }
 
 struct CovAcc {

@@ -9,22 +9,13 @@
 #endif
 
 #include "crve/parallel.hpp"
+#include "simd.hpp"
 
 namespace crve {
 
-// The one hot loop of the library (gram_update) is built for baseline x86-64, x86-64-v3
-// (AVX2 + FMA) and x86-64-v4 (AVX-512), picked at load time, so the default build stays portable.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define CRVE_MULTIVERSION __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define CRVE_MULTIVERSION
-#endif
+// The one hot loop of the library (gram_update) is multiversioned (simd.hpp).
 
 namespace {
-
-#pragma GCC diagnostic ignored "-Wpsabi"  // the SIMD rows never cross a call
-typedef double Row4 __attribute__((vector_size(32)));
-typedef double Row8 __attribute__((vector_size(64)));
 
 // Gram kernels: acc (P x PP, row-major) += Z'Z for a block Z of n rows (n x PP, row-major, zero
 // padded to PP columns). Only the lower triangle (j <= i) is needed.

@@ -180,6 +180,15 @@ int main() {
     const MatrixXd cov = m.to_raw(cluster_cov(m, v, 2).cov);
     CHECK_CLOSE(cov, dense_cov(d, v), 1e-10, v == Variant::CV0 ? "CV0" : v == Variant::CV2 ? "CV2" : "CV3");
   }
+  // CV2 / CV3 at every width of the estimators' small-product kernel (up to 8, 16, 24 and 32
+  // rows, and Eigen's product beyond), with clusters of fewer rows than columns (rank below K).
+  for (index_t K : {1, 3, 9, 13, 17, 26, 35}) {
+    const Data dk = make_data(100 + static_cast<unsigned>(K), 600, K, 23);
+    const ClusterStats sk = stats_of(dk, 0, 600, 2);
+    const Model mk(sk, 2);
+    CHECK_CLOSE(mk.to_raw(cluster_cov(mk, Variant::CV2, 2).cov), dense_cov(dk, Variant::CV2), 1e-9, "CV2, K columns");
+    CHECK_CLOSE(mk.to_raw(cluster_cov(mk, Variant::CV3, 2).cov), dense_cov(dk, Variant::CV3), 1e-9, "CV3, K columns");
+  }
   // Shards add (clusters span the cut); shifts differ, so the re-shift is exercised.
   ClusterStats parts = stats_of(d, 0, 150, 1);
   std::vector<std::int64_t> ident(d.G);

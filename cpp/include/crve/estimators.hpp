@@ -27,16 +27,20 @@ constexpr double kLeverageTol = 1e-9;
 /// tr W < kSeriesTrace (small leverage: the usual case with many clusters), from its Taylor
 /// series, exact to rounding. Buffers are reused between clusters (one HatBlock per thread).
 struct HatBlock {
-  MatrixXd L, L11, R, W, F1, Wk, Wn, AL;
+  MatrixXd L, LT, R, W, F1, Wn, AL;  // LT = L'; R's top-left r x r lower triangle: L's pivoted rows
+  std::vector<MatrixXd> pw;           // powers of W for the series
   VectorXd z, lam;
   std::vector<index_t> perm;
   Eigen::SelfAdjointEigenSolver<MatrixXd> es;
   bool leverage_one = false;
   double leverage_max = 0.0;  // the largest eigenvalue of H_gg below leverage one (tr W on the series path)
-  index_t rank() const { return L.cols(); }
+  index_t rank() const { return rank_; }
   void compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, Variant v);
   /// L^+ s for s in the range of C_g (r-vector).
   const VectorXd& pinv(const Eigen::Ref<const VectorXd>& s);
+
+ private:
+  index_t rank_ = 0;
 };
 
 constexpr double kSeriesTrace = 5e-2;
