@@ -196,31 +196,21 @@ def test_bootstrap_with_one_draw_and_ten_million_draws():
 
 
 def _exact_jackknife(y, X, g):
-    """CV3 = (G-1)/G sum_g (beta_(g) - beta)(beta_(g) - beta)' in exact rational arithmetic
-    (every leave-one-cluster-out fit solved with fractions from the binary values of the data)."""
+    """CV3 = (G-1)/G sum_g (beta_(g) - beta)(beta_(g) - beta)' in exact rational arithmetic: every
+    leave-one-cluster-out fit by nist_exact.exact_ols on the binary values of the data."""
     from fractions import Fraction
 
-    N, K = X.shape
+    from nist_exact import exact_ols
+
     Xf = [[Fraction(float(v)) for v in row] for row in X]
     yf = [Fraction(float(v)) for v in y]
-
-    def fit(rows):
-        M = [[sum(Xf[i][a] * Xf[i][b] for i in rows) for b in range(K)] + [sum(Xf[i][a] * yf[i] for i in rows)]
-             for a in range(K)]
-        for c in range(K):  # Gauss-Jordan, exact
-            p = next(r for r in range(c, K) if M[r][c] != 0)
-            M[c], M[p] = M[p], M[c]
-            for r in range(K):
-                if r != c and M[r][c] != 0:
-                    f = M[r][c] / M[c][c]
-                    M[r] = [a - f * b for a, b in zip(M[r], M[c])]
-        return [M[i][K] / M[i][i] for i in range(K)]
-
-    beta = fit(range(N))
+    beta = exact_ols(Xf, yf)[0]
     labels = sorted(set(g.tolist()))
+    K = X.shape[1]
     S = [[Fraction(0)] * K for _ in range(K)]
     for h in labels:
-        d = [a - b for a, b in zip(fit([i for i in range(N) if g[i] != h]), beta)]
+        rows = [i for i in range(len(yf)) if g[i] != h]
+        d = [a - b for a, b in zip(exact_ols([Xf[i] for i in rows], [yf[i] for i in rows])[0], beta)]
         for a in range(K):
             for b in range(K):
                 S[a][b] += d[a] * d[b]

@@ -268,7 +268,8 @@ struct OmegaAcc {
     D1(a, a) += d;
     P_abab(a, a) += d * d;
     X_abab(a, a) += d * e;
-    WW[a * q + a].selfadjointView<Eigen::Lower>().rankUpdate(w);
+    double* lower = WW[a * q + a].data();
+    rank_updates(&lower, w.data(), K, 1);
   }
   // ... every contrast a at once: w_a = W.col(a), d_a, e_a.
   void add_diag(const MatrixXd& W, const double* d, const double* e) {
