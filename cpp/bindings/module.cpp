@@ -139,7 +139,10 @@ PYBIND11_MODULE(_core, mod) {
       .def_property_readonly("shift", [](const ClusterStats& s) { return s.shift(); })
       .def_property_readonly("packed", [](py::object self) {
         ClusterStats& s = self.cast<ClusterStats&>();
-        return py::array_t<double>({s.G(), s.npack()}, {s.npack() * 8, index_t(8)}, s.packed().data(), self);
+        py::array_t<double> view({s.G(), s.npack()}, {s.npack() * 8, index_t(8)}, s.packed().data(), self);
+        // Read-only: the statistics change only through their methods (which keep total() true).
+        py::detail::array_proxy(view.ptr())->flags &= ~py::detail::npy_api::NPY_ARRAY_WRITEABLE_;
+        return view;
       })
       .def_property_readonly("counts", [](const ClusterStats& s) {
         py::array_t<double> out(s.G());

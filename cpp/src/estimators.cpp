@@ -122,6 +122,32 @@ CRVE_MULTIVERSION void rank_updates(double* const* lower, const double* W, index
   }
 }
 
+// acc (K x K, column-major, both triangles) += sum of s_g s_g' over the columns g in [lo, hi) of S.
+// Summed in a buffer of the calling thread's own (the callers' accumulators may share lines).
+CRVE_MULTIVERSION void outer_sums(const double* __restrict S, index_t K, index_t lo, index_t hi, double* acc) {
+  thread_local std::vector<double> own;
+  own.assign(K * K, 0.0);
+  double* __restrict a = own.data();
+  for (index_t g = lo; g < hi; ++g) {
+    const double* __restrict s = S + g * K;
+    for (index_t j = 0; j < K; ++j) {
+      const double b = s[j];
+      double* __restrict col = a + j * K;
+      for (index_t i = 0; i < K; ++i) col[i] += s[i] * b;
+    }
+  }
+  for (index_t e = 0; e < K * K; ++e) acc[e] += a[e];
+}
+
+// S S' (the CV0 meat) summed over 16 fixed cluster chunks: the same on any number of threads.
+MatrixXd score_outer(const MatrixXd& S, int threads) {
+  const index_t K = S.rows(), G = S.cols();
+  return parallel_reduce<MatrixXd>(
+      16, threads, 16, 1, [K] { return MatrixXd::Zero(K, K); },
+      [&](MatrixXd& acc, index_t c) { outer_sums(S.data(), K, G * c / 16, G * (c + 1) / 16, acc.data()); },
+      [](MatrixXd& a, const MatrixXd& b) { a += b; });
+}
+
 // C = A B for the clusters' small blocks (no aliasing): the kernel above where A has at most 32
 // rows (Eigen's coefficient-based product of dynamic-size matrices is 3x slower there), else Eigen.
 template <class MA, class MB>
@@ -415,7 +441,7 @@ CovResult cluster_cov(const Model& m, Variant v, int threads) {
   if (v == Variant::CV0 || v == Variant::CV1) {
     CovResult res;
     const double G = static_cast<double>(m.G);
-    res.cov = m.A * (m.S * m.S.transpose()) * m.A;
+    res.cov = m.A * score_outer(m.S, threads) * m.A;
     if (v == Variant::CV1) res.cov *= G / (G - 1.0) * (m.N - 1.0) / (m.N - m.K);
     return res;
   }

@@ -201,12 +201,12 @@ struct RowGather {
       // Every cache line the row touches: an 88-byte row can span three.
       const char* p = reinterpret_cast<const char*>(X.col[0] + i * rs);
       const char* last = p + (K - 1) * sizeof(double);
-      for (; p <= last; p += 64) __builtin_prefetch(p);
-      __builtin_prefetch(last);
+      for (; p <= last; p += 64) prefetch_read(p);
+      prefetch_read(last);
     } else {
-      for (index_t k = 0; k < K; ++k) __builtin_prefetch(X.col[k] + i * X.stride[k]);
+      for (index_t k = 0; k < K; ++k) prefetch_read(X.col[k] + i * X.stride[k]);
     }
-    __builtin_prefetch(y.data + i * y.stride);
+    prefetch_read(y.data + i * y.stride);
   }
 };
 
@@ -337,6 +337,7 @@ ClusterStats ClusterStats::build(const MatrixView& X, const VectorView& y, const
   BuildLimits own = limits;
   own.check_finite = false;
   build_impl(X, y, codes, n_slots, threads, own, out, nullptr, kept);
+  out.total_ = out.sum_blocks(threads);
   return out;
 }
 
@@ -345,6 +346,7 @@ bool ClusterStats::add_rows(const MatrixView& X, const VectorView& y, const std:
   if (X.cols != K_) throw InputError(InputError::Other, -1, "the rows have a different number of columns");
   BuildLimits own = limits;
   own.shift = shift_;
+  forget_total();
   return build_impl(X, y, codes, n_slots, threads, own, *this, map, nullptr);
 }
 
@@ -703,6 +705,7 @@ void ClusterStats::add(const ClusterStats& other, const std::int64_t* map) {
     delta[k < K_ ? k : K_ + 1] = d;
     same = same && d == 0.0;
   }
+  forget_total();
   Eigen::MatrixXd S = Eigen::MatrixXd::Identity(P, P);
   S.col(K_) += delta;
   for (index_t h = 0; h < other.G_; ++h) {
@@ -722,6 +725,7 @@ void ClusterStats::add(const ClusterStats& other, const std::int64_t* map) {
 
 void ClusterStats::compact(const std::int64_t* keep, index_t n) {
   const index_t np = npack();
+  forget_total();
   for (index_t h = 0; h < n; ++h) {
     if (keep[h] < h || keep[h] >= G_ || (h > 0 && keep[h] <= keep[h - 1]))
       throw InputError(InputError::BadCode, h, "compact needs increasing cluster indices");
@@ -731,7 +735,9 @@ void ClusterStats::compact(const std::int64_t* keep, index_t n) {
   packed_.resize(n * np);  // shrinks in place: no second copy of the statistics
 }
 
-std::vector<double> ClusterStats::total(int threads) const {
+std::vector<double> ClusterStats::total(int threads) const { return total_.empty() ? sum_blocks(threads) : total_; }
+
+std::vector<double> ClusterStats::sum_blocks(int threads) const {
   // Summed over 16 fixed cluster chunks: the same on any number of threads.
   const index_t np = npack();
   return parallel_reduce<std::vector<double>>(

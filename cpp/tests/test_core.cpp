@@ -205,9 +205,25 @@ int main() {
   std::printf("%s statistics identical on 1 and 4 threads\n", same ? "ok  " : "FAIL");
   failures += !same;
   const Model m1(s1, 1), m4(s4, 4);
-  const bool same_cov = cluster_cov(m1, Variant::CV2, 1).cov == cluster_cov(m4, Variant::CV2, 4).cov;
-  std::printf("%s CV2 identical on 1 and 4 threads\n", same_cov ? "ok  " : "FAIL");
+  const bool same_cov = cluster_cov(m1, Variant::CV2, 1).cov == cluster_cov(m4, Variant::CV2, 4).cov &&
+                        cluster_cov(m1, Variant::CV1, 1).cov == cluster_cov(m4, Variant::CV1, 4).cov;
+  std::printf("%s CV1, CV2 identical on 1 and 4 threads\n", same_cov ? "ok  " : "FAIL");
   failures += !same_cov;
+  // The total build() leaves behind is the one summed afresh; add() and compact() drop it.
+  {
+    ClusterStats t = s1;
+    const std::vector<double> kept = t.total(1);
+    t.forget_total();
+    bool same_total = kept == t.total(4);
+    ClusterStats doubled = s1;
+    std::vector<std::int64_t> ident_big(s1.G());
+    for (index_t h = 0; h < s1.G(); ++h) ident_big[h] = h;
+    doubled.add(s1, ident_big.data());
+    const std::vector<double> sum2 = doubled.total(1);
+    for (size_t e = 0; e < kept.size(); ++e) same_total = same_total && std::abs(sum2[e] - 2 * kept[e]) <= 1e-12 * std::abs(sum2[e]);
+    std::printf("%s total() after build() equals the blocks' sum, and follows add()\n", same_total ? "ok  " : "FAIL");
+    failures += !same_total;
+  }
   // drop_empty: only the slots with rows, in slot order, and their slot numbers; both traversals.
   for (double table_bytes : {0.0, 1e12}) {
     std::vector<std::int64_t> odd(big.g.size());

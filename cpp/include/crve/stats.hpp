@@ -89,6 +89,7 @@ class ClusterStats {
   static index_t pack_index(index_t i, index_t j) { return i >= j ? i * (i + 1) / 2 + j : j * (j + 1) / 2 + i; }
 
   const std::vector<double>& shift() const { return shift_; }
+  /// Writable block; whoever writes through it (or through packed()) must call forget_total().
   double* gram(index_t g) { return packed_.data() + g * npack(); }
   const double* gram(index_t g) const { return packed_.data() + g * npack(); }
   bulk_vector<double>& packed() { return packed_; }
@@ -114,7 +115,10 @@ class ClusterStats {
   /// overflow), or -1.
   index_t nonfinite_column(int threads = 1) const;
   /// The whole sample's packed Gram (sum over clusters, 16 fixed chunks: thread-count independent).
+  /// build() leaves it computed, so the checks and the Model after it do not read the G blocks
+  /// again; add, add_rows and compact drop it (it is then summed on each call).
   std::vector<double> total(int threads = 1) const;
+  void forget_total() { total_.clear(); }
   /// Keep only the clusters keep[0..n) (strictly increasing), in place.
   void compact(const std::int64_t* keep, index_t n);
 
@@ -122,6 +126,8 @@ class ClusterStats {
   index_t K_ = 0, G_ = 0;
   std::vector<double> shift_;   // m (K) then m_y
   bulk_vector<double> packed_;  // G x npack
+  std::vector<double> total_;   // total() as build() left it; empty: not known
+  std::vector<double> sum_blocks(int threads) const;
   struct Uninitialised {};
   static bool build_impl(const MatrixView& X, const VectorView& y, const std::int64_t* codes, index_t n_slots,
                          int threads, const BuildLimits& limits, ClusterStats& out, const std::int64_t* map,
