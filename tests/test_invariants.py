@@ -165,6 +165,7 @@ def test_named_results_are_series():
 
 @pytest.mark.parametrize("limits,G,K", [
     (dict(), 700, 3),                                  # few clusters: chunk tables (row scatter, K small)
+    (dict(), 5000, 3),                                 # cache-resident rows, tables > row order: counting sort
     (dict(table_bytes=1e12), 100, 9),                  # square chunk tables, staged sub-chunks of 8192 rows
     (dict(table_bytes=1e12), 700, 9),                  # packed chunk tables (square ones would need fewer chunks)
     (dict(table_bytes=1e12), 1100, 6),                 # ... sub-chunks of 8 G = 8800 rows

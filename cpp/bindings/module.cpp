@@ -239,7 +239,7 @@ PYBIND11_MODULE(_core, mod) {
         if (codes.ndim() != 1 || codes.shape(0) != xv.rows || codes.strides(0) != 8)
           throw std::invalid_argument("codes must be a contiguous 1-D int64 array with one entry per row");
         BuildLimits limits;
-        if (table_bytes >= 0) limits.table_bytes = table_bytes;
+        if (table_bytes >= 0) limits.table_bytes = table_bytes, limits.resident_bytes = 0.0;
         if (order_bytes > 0) limits.order_bytes = order_bytes, limits.order_fraction = 0.0;
         if (shift) limits.shift = *shift;
         limits.drop_empty = drop_empty;
@@ -255,7 +255,8 @@ PYBIND11_MODULE(_core, mod) {
       py::arg("y"), py::arg("X"), py::arg("codes"), py::arg("n_slots"), py::arg("threads") = 0,
       py::arg("table_bytes") = -1.0, py::arg("order_bytes") = -1.0, py::arg("shift") = py::none(),
       py::arg("drop_empty") = false,
-      "one pass over the rows; table_bytes / order_bytes override the traversal budgets (tests); shift: "
+      "one pass over the rows; table_bytes / order_bytes override the traversal budgets (tests; table_bytes also "
+      "turns off the cache-resident shortcut); shift: "
       "the K + 1 centres (default: the first row), shared by batches so they add without re-shifting; "
       "drop_empty: leave out slots with no rows and return (stats, slot numbers kept)");
 

@@ -461,7 +461,11 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   const index_t entry = square ? sq : out.npack();
   const bool into_out = !square && !adding;  // chunk 0 accumulates straight into the output
   const index_t n_chunks = chunks_for(entry, into_out);
-  const bool table_mode = !grouped && n_slots * entry * 8.0 <= budget &&
+  // A cache-resident input whose chunk table would outgrow the counting sort's row order (4 bytes
+  // a row) takes the counting sort: gathers from cache are as fast, and its scratch is smaller.
+  const bool resident = limits.stage == nullptr && N * (K + 2) * 8.0 <= limits.resident_bytes &&
+                        n_slots * out.npack() * 8.0 > 4.0 * N;
+  const bool table_mode = !grouped && !resident && n_slots * entry * 8.0 <= budget &&
                           (n_chunks - into_out) * n_slots * entry * 8.0 <= budget;
   // Staged (many clusters, rows in any order, and the caller lends scratch: streaming batches):
   // the counting sort below writes each row's z itself, not its index, so X is read once in

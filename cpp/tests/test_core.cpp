@@ -232,6 +232,7 @@ int main() {
     const VectorView yv{big.y.data(), big.X.rows(), 1};
     BuildLimits lim;
     lim.table_bytes = table_bytes;
+    lim.resident_bytes = 0;  // small data: reach the chunk tables too
     lim.drop_empty = true;
     std::vector<index_t> kept;
     const ClusterStats sd = ClusterStats::build(xv, yv, odd.data(), 2 * big.G + 1, 2, lim, &kept);
@@ -259,6 +260,7 @@ int main() {
       ClusterStats t(big.X.cols(), big.G, s1.shift());
       BuildLimits lim;
       lim.table_bytes = table_bytes;
+      lim.resident_bytes = 0;
       lim.check_finite = true;
       if (lend) lim.stage = stage.data(), lim.stage_size = static_cast<index_t>(stage.size());
       const VectorView y0{big.y.data(), half, 1}, y1{big.y.data() + half, N - half, 1};
