@@ -209,7 +209,7 @@ int main() {
                         cluster_cov(m1, Variant::CV1, 1).cov == cluster_cov(m4, Variant::CV1, 4).cov;
   std::printf("%s CV1, CV2 identical on 1 and 4 threads\n", same_cov ? "ok  " : "FAIL");
   failures += !same_cov;
-  // The total build() leaves behind is the one summed afresh; add() and compact() drop it.
+  // The total build() leaves behind is the one summed afresh, and add() drops it.
   {
     ClusterStats t = s1;
     const std::vector<double> kept = t.total(1);
