@@ -461,10 +461,10 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   const index_t entry = square ? sq : out.npack();
   const bool into_out = !square && !adding;  // chunk 0 accumulates straight into the output
   const index_t n_chunks = chunks_for(entry, into_out);
-  // A cache-resident input whose chunk table would outgrow the counting sort's row order (4 bytes
-  // a row) takes the counting sort: gathers from cache are as fast, and its scratch is smaller.
-  const bool resident = limits.stage == nullptr && N * (K + 2) * 8.0 <= limits.resident_bytes &&
-                        n_slots * out.npack() * 8.0 > 4.0 * N;
+  // A cache-resident input takes the counting sort (except the narrow scatter mode): gathers from
+  // cache are as fast as the staged copies, and its one row order (4 bytes a row) is smaller than
+  // the tables plus a staging buffer per thread (at least 1 MB, 10% of a 1e5-row input).
+  const bool resident = limits.stage == nullptr && N * (K + 2) * 8.0 <= limits.resident_bytes && !scatter;
   const bool table_mode = !grouped && !resident && n_slots * entry * 8.0 <= budget &&
                           (n_chunks - into_out) * n_slots * entry * 8.0 <= budget;
   // Staged (many clusters, rows in any order, and the caller lends scratch: streaming batches):

@@ -57,9 +57,10 @@ T* BulkAllocator<T>::allocate(std::size_t n) {
 struct BuildLimits {
   double table_bytes = 32.0 * (1 << 20);  // few-clusters mode: all chunk tables together
   double resident_bytes = 16.0 * (1 << 20);  // inputs up to this size (N (K + 2) doubles), with no
-                                            // scratch lent, skip chunk tables larger than a row order:
-                                            // their rows stay in cache, where the counting sort's
-                                            // gathers are as fast and need no per-thread staging
+                                            // scratch lent, skip the chunk tables (except the narrow
+                                            // scatter mode): their rows stay in cache, where the
+                                            // counting sort's gathers are as fast and need no
+                                            // per-thread staging
   double order_bytes = 16.0 * (1 << 20);  // many-clusters mode: the counting sort's row order
   double order_fraction = 0.05;           // ... or, if more, this fraction of the input's size
   double* stage = nullptr;                // caller's scratch for a copy of the rows in cluster order
