@@ -313,6 +313,41 @@ def test_fuzz_finding_edge_of_rank_is_refused():
         crve.cluster_robust(y, X, None, variant="HC1", names=["c", "a", "b", "d"])
 
 
+@pytest.mark.parametrize("variant,test", [("CV1", "F"), ("CV1", "chi2"), ("CV2", "HTZ"), ("HC1", "F")])
+def test_joint_test_does_not_depend_on_the_units_of_a_regressor(variant, test):
+    """Found while checking CV2: a joint test of coefficients on very different scales (one
+    regressor in units 1e7 times smaller, so its variance 1e-14 of the others') was refused as
+    'R V R' has rank 2 < 3', because the rank cut-off was relative to the largest variance. The
+    rank is now judged on the correlation form: the statistic must not depend on the units."""
+    rng = np.random.default_rng(1)
+    N, G = 2000, 200
+    X = np.column_stack([np.ones(N), rng.standard_normal((N, 3))])
+    g = None if variant.startswith("HC") else rng.integers(0, G, N)
+    y = X @ [1.0, 0.05, 0.05, 0.0] + rng.standard_normal(N)
+    R = np.eye(4)[1:]
+    base = crve.cluster_robust(y, X, g, variant=variant).wald_test(R, test=test)
+    Xs = X.copy()
+    Xs[:, 1] *= 1e7
+    scaled = crve.cluster_robust(y, Xs, g, variant=variant).wald_test(R, test=test)
+    assert scaled.statistic == pytest.approx(base.statistic, rel=1e-8)
+    assert scaled.df_denom == pytest.approx(base.df_denom, rel=1e-8)
+
+
+def test_joint_bootstrap_does_not_depend_on_the_units_of_a_regressor():
+    rng = np.random.default_rng(2)
+    N, G = 600, 30
+    X = np.column_stack([np.ones(N), rng.standard_normal((N, 2))])
+    g = rng.integers(0, G, N)
+    y = X @ [1.0, 0.1, 0.1] + rng.standard_normal(N)
+    R = np.eye(3)[1:]
+    Xs = X.copy()
+    Xs[:, 1] *= 1e8
+    a = crve.wild_cluster_bootstrap(y, X, g, R=R, B=199, seed=3)
+    b = crve.wild_cluster_bootstrap(y, Xs, g, R=R, B=199, seed=3)
+    assert b.statistic == pytest.approx(a.statistic, rel=1e-7)
+    assert b.pvalue == a.pvalue
+
+
 def test_fuzz_finding_rounded_negative_variance_is_zero_and_said():
     """Found by tests/fuzz_targets.py (arrays target): x near 1e9 and one row at x = 0; the
     intercept's HC variance (about 3e-18) came out as -4e-17 after mapping back from the shifted

@@ -119,3 +119,14 @@ def test_many_small_clusters_series_path(variant):
     dv = "CV3" if variant == "CV3J" else variant
     for k in (1, 2):
         assert res.df[k] == pytest.approx(dense.satterthwaite_dof(X, g, np.eye(3)[k], dv), rel=1e-9)
+    if variant == "CV2":  # the full Omega pieces (HTZ) on the series path
+        R, r = np.eye(3)[1:], np.array([0.4, -0.1])
+        w = res.wald_test(R, r, test="HTZ")
+        ref = dense.htz_test(y, X, g, R, r, "CV2", omega_relative_tol=True)
+        assert w.statistic == pytest.approx(ref.F, rel=1e-9)
+        assert w.df_denom == pytest.approx(ref.df_denom, rel=1e-9)
+    if variant == "CV3":  # the jackknife's leave-one-cluster-out estimates: refits without cluster g
+        loo = res.diagnostics().beta_loo.to_numpy()
+        for c in list(np.flatnonzero(tr < 5e-2)[:10]) + list(np.flatnonzero(tr >= 5e-2)[:3]):
+            keep = g != c
+            np.testing.assert_allclose(loo[c], np.linalg.lstsq(X[keep], y[keep], rcond=None)[0], rtol=1e-9)

@@ -21,8 +21,7 @@ ClusterDiagnostics cluster_diagnostics(const Model& m, bool jackknife, int threa
   std::vector<char> singular(jackknife ? G : 0, 0);
   parallel_tasks(G, threads, [&](index_t g) {
     thread_local MatrixXd Cg, CP;
-    thread_local VectorXd sums, t, F1z;
-    thread_local HatBlock hb;
+    thread_local VectorXd sums;
     m.C_of(g, Cg);
     m.sums_of(g, sums);
     d.leverage[g] = Cg.cwiseProduct(m.A).sum();
@@ -30,7 +29,34 @@ ClusterDiagnostics cluster_diagnostics(const Model& m, bool jackknife, int threa
     d.partial.row(g) = (P.cwiseProduct(CP).colwise().sum().transpose().cwiseQuotient(Ajj)).transpose();
     d.iota_xa.row(g) = (P.transpose() * sums.head(K)).transpose();
     d.u_sum[g] = sums[K] - sums.head(K).dot(m.gamma);
-    if (jackknife) {
+  }, 256);
+  // Jackknife: beta_(g) - beta = -A X_g'(I - H_gg)^{-1} u_g, by the series (in batches) where the
+  // leverage is small, else through the hat block; 256 clusters a task.
+  const index_t n_tasks = jackknife ? (G + 255) / 256 : 0;
+  parallel_tasks(n_tasks, threads, [&](index_t task) {
+    thread_local MatrixXd Cg;
+    thread_local VectorXd t, F1z;
+    thread_local HatBlock hb;
+    SeriesBatch sb(m.A, nullptr, nullptr, false, Variant::CV3);
+    index_t lane_of[SeriesBatch::kLanes];
+    auto loo = [&](index_t g, const VectorXd& tg) { d.loo.row(g) = -(m.M * (m.A * tg)).transpose(); };
+    auto flush = [&] {
+      const index_t used = sb.size();
+      if (used == 0) return;
+      sb.run();
+      for (index_t l = 0; l < used; ++l) {
+        t.resize(K);
+        for (index_t i = 0; i < K; ++i) t[i] = sb.phiV(i, 0, static_cast<int>(l));
+        loo(lane_of[l], t);
+      }
+    };
+    for (index_t g = task * 256; g < std::min(G, (task + 1) * 256); ++g) {
+      m.C_of(g, Cg);
+      if (sb.trace(Cg) < kSeriesTrace) {
+        lane_of[sb.size()] = g;
+        if (sb.add(Cg, m.S.col(g).data())) flush();
+        continue;
+      }
       hb.compute(Cg, m.A, Variant::CV3);
       singular[g] = hb.leverage_one;
       t = m.S.col(g);
@@ -38,9 +64,10 @@ ClusterDiagnostics cluster_diagnostics(const Model& m, bool jackknife, int threa
         F1z.noalias() = hb.F1 * hb.pinv(m.S.col(g));
         t.noalias() += hb.L * F1z;
       }
-      d.loo.row(g) = -(m.M * (m.A * t)).transpose();
+      loo(g, t);
     }
-  }, 256);
+    flush();
+  });
   for (char s : singular) d.leverage_one += s;
   return d;
 }

@@ -77,6 +77,21 @@ CRVE_MULTIVERSION void small_product(const double* A, index_t lda, const double*
   return product_fixed<4>(A, lda, B, ldb, C, m, k, n);
 }
 
+// y += alpha x (n values).
+CRVE_MULTIVERSION void axpy(double alpha, const double* __restrict x, double* __restrict y, index_t n) {
+  for (index_t e = 0; e < n; ++e) y[e] += alpha * x[e];
+}
+
+// out[c] = column c of A . column c of B (both K x q, column-major), c < q.
+CRVE_MULTIVERSION void column_dots(const double* __restrict A, const double* __restrict B, index_t K, index_t q,
+                                   double* __restrict out) {
+  for (index_t c = 0; c < q; ++c) {
+    double s = 0.0;
+    for (index_t i = 0; i < K; ++i) s += A[c * K + i] * B[c * K + i];
+    out[c] = s;
+  }
+}
+
 // Pivoted Cholesky (LAPACK dpstrf's order) of the symmetric K x K matrix whose lower triangle is
 // in a (column-major), in place: returns the rank r (pivots up to tol); the first r columns of
 // the lower triangle then hold the factor of the pivoted rows, and perm the pivot order. Only
@@ -192,41 +207,6 @@ void HatBlock::compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, 
   product(A, L, AL);
   LT = L.transpose();
   product(LT, AL, W);
-  const double t = W.trace();  // sum of the hat block's eigenvalues, >= the largest
-  if (t < kSeriesTrace) {
-    leverage_max = t;
-    // phi(W) - I as a power series in W: CR2 (1-x)^{-1/2} - 1 = sum c_k x^k, c_k = binom(2k, k)
-    // / 4^k; CR3 (1-x)^{-1} - 1 = sum x^k, c_k <= 1. Term k is below t^k (the eigenvalues are at
-    // most t), so the series stops at the first term below 1e-17: phi(W) = I + F1 to rounding.
-    const bool cr2 = v == Variant::CV2;
-    double a[24] = {0.0, cr2 ? 0.5 : 1.0};  // a[k]: the coefficient of W^k, k = 1..n
-    index_t n = 1;
-    for (double tk = t; n < 23 && tk * t > 1e-17; tk *= t) {
-      ++n;
-      a[n] = cr2 ? a[n - 1] * (2.0 * n - 1.0) / (2.0 * n) : 1.0;
-    }
-    // Paterson–Stockmeyer: F1 = sum_j B_j (W^s)^j, B_j = sum_{i<s} a[js + i] W^i, by Horner in
-    // W^s from the powers W..W^s: s - 1 + n / s products instead of n - 1.
-    index_t s = 1;
-    for (index_t c = 2; c <= n; ++c)
-      if (c - 1 + n / c < s - 1 + n / s) s = c;
-    pw.resize(s + 1);
-    pw[1] = W;
-    for (index_t i = 2; i <= s; ++i) product(pw[i - 1], W, pw[i]);
-    auto block = [&](index_t j, MatrixXd& B) {
-      B.setZero(r, r);
-      B.diagonal().setConstant(a[j * s]);
-      for (index_t i = 1; i < s && j * s + i <= n; ++i) B += a[j * s + i] * pw[i];
-    };
-    const index_t m = n / s;
-    block(m, F1);
-    for (index_t j = m - 1; j >= 0; --j) {
-      product(pw[s], F1, Wn);
-      block(j, F1);
-      F1 += Wn;
-    }
-    return;
-  }
   es.compute(W);
   lam = es.eigenvalues().cwiseMax(0.0);
   VectorXd p1(r);
@@ -245,6 +225,152 @@ const VectorXd& HatBlock::pinv(const Eigen::Ref<const VectorXd>& s) {
   for (index_t i = 0; i < r; ++i) z[i] = s[perm[i]];
   R.topLeftCorner(r, r).triangularView<Eigen::Lower>().solveInPlace(z);
   return z;
+}
+
+// ---- the series path, kLanes clusters at a time -------------------------------------------
+namespace {
+constexpr int kL = SeriesBatch::kLanes;
+
+// Rows i0 .. i0 + R - 1 of column j of Out (m x n, lanes) = X (m x k, lanes) B (k x n: lanes, or
+// one matrix shared by all lanes). R accumulators of one vector each hide the FMA latency.
+template <int R, bool Shared>
+inline __attribute__((always_inline)) void lane_rows(const double* __restrict X, const double* __restrict B, index_t m,
+                                                     index_t k, index_t i0, index_t j, double* __restrict Out) {
+  double acc[R][kL] = {};
+  for (index_t p = 0; p < k; ++p) {
+    if (Shared && B[p + j * k] == 0.0) continue;  // sparse shared factors (contrasts): skip zeros
+    double b[kL];
+    for (int l = 0; l < kL; ++l) b[l] = Shared ? B[p + j * k] : B[(p + j * k) * kL + l];
+    for (int r = 0; r < R; ++r) {
+      const double* x = X + (i0 + r + p * m) * kL;
+      for (int l = 0; l < kL; ++l) acc[r][l] += x[l] * b[l];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int l = 0; l < kL; ++l) Out[(i0 + r + j * m) * kL + l] = acc[r][l];
+}
+
+template <bool Shared>
+inline __attribute__((always_inline)) void lane_product_impl(const double* X, const double* B, index_t m, index_t k,
+                                                             index_t n, double* Out) {
+  for (index_t j = 0; j < n; ++j) {
+    index_t i = 0;
+    for (; i + 4 <= m; i += 4) lane_rows<4, Shared>(X, B, m, k, i, j, Out);
+    switch (m - i) {
+      case 3: lane_rows<3, Shared>(X, B, m, k, i, j, Out); break;
+      case 2: lane_rows<2, Shared>(X, B, m, k, i, j, Out); break;
+      case 1: lane_rows<1, Shared>(X, B, m, k, i, j, Out); break;
+      default: break;
+    }
+  }
+}
+CRVE_MULTIVERSION void lane_product(const double* X, const double* B, bool shared, index_t m, index_t k, index_t n,
+                                    double* Out) {
+  if (shared) return lane_product_impl<true>(X, B, m, k, n, Out);
+  lane_product_impl<false>(X, B, m, k, n, Out);
+}
+
+// phiV += alpha cur; D(a, b) += bd mu, E(a, b) += be mu for mu = AC_a' cur_b (b = a unless full).
+CRVE_MULTIVERSION void lane_terms(const double* __restrict cur, double alpha, double* __restrict phiV, index_t nv,
+                                  const double* __restrict AC, index_t K, index_t q, bool full, double bd, double be,
+                                  double* __restrict D, double* __restrict E) {
+  for (index_t e = 0; e < nv * kL; ++e) phiV[e] += alpha * cur[e];
+  for (index_t b = 0; b < q; ++b) {
+    for (index_t a = full ? 0 : b; a <= (full ? q - 1 : b); ++a) {
+      double mu[kL] = {};
+      for (index_t i = 0; i < K; ++i)
+        for (int l = 0; l < kL; ++l) mu[l] += AC[i + a * K] * cur[(i + b * K) * kL + l];
+      double* d = D + (full ? a + b * q : b) * kL;
+      double* ee = E + (full ? a + b * q : b) * kL;
+      for (int l = 0; l < kL; ++l) d[l] += bd * mu[l], ee[l] += be * mu[l];
+    }
+  }
+}
+}  // namespace
+
+SeriesBatch::SeriesBatch(const MatrixXd& A, const MatrixXd* C, const MatrixXd* AC, bool full, Variant v)
+    : A_(A), C_(C), AC_(AC), K_(A.rows()), q_(AC ? AC->cols() : 0), full_(full), cr2_(v == Variant::CV2) {
+  Cl_.assign(K_ * K_ * kL, 0.0);
+  N_.resize(K_ * K_ * kL);
+  const index_t nv = (q_ + 1) * K_ * kL, nd = q_ * (full_ ? q_ : 1) * kL;
+  V_.assign(nv, 0.0);
+  cur_.resize(nv);
+  prev_.resize(nv);
+  phiV_.resize(nv);
+  D_.resize(nd);
+  E_.resize(nd);
+}
+
+double SeriesBatch::trace(const MatrixXd& Cg) const {
+  double t = 0.0;  // both symmetric: tr(A C_g) = the sum of the elementwise products
+  for (index_t e = 0; e < K_ * K_; ++e) t += Cg.data()[e] * A_.data()[e];
+  return t;
+}
+
+bool SeriesBatch::add(const MatrixXd& Cg, const double* s) {
+  const index_t l = used_++;
+  for (index_t e = 0; e < K_ * K_; ++e) Cl_[e * kL + l] = Cg.data()[e];
+  for (index_t i = 0; i < K_; ++i) V_[(i + q_ * K_) * kL + l] = s[i];
+  return used_ == kL;
+}
+
+void SeriesBatch::run() {
+  const index_t K = K_, q = q_, nv = (q + 1) * K;
+  for (index_t l = used_; l < kL; ++l) {  // unused lanes: zeros in, zeros out
+    for (index_t e = 0; e < K * K; ++e) Cl_[e * kL + l] = 0.0;
+    for (index_t i = 0; i < K; ++i) V_[(i + q * K) * kL + l] = 0.0;
+  }
+  used_ = 0;
+  lane_product(Cl_.data(), A_.data(), true, K, K, K, N_.data());  // N_g = C_g A
+  // The largest leverage of each lane is at most t and at most sqrt(tr N^2) (computed with its
+  // rounding bound added: N need not be symmetric); the terms follow the largest over the lanes.
+  double rho = 0.0;
+  for (int l = 0; l < kL; ++l) {
+    double t = 0.0, tr2 = 0.0, abs2 = 0.0;
+    for (index_t j = 0; j < K; ++j) {
+      t += N_[(j + j * K) * kL + l];
+      for (index_t i = 0; i < K; ++i) {
+        const double x = N_[(i + j * K) * kL + l] * N_[(j + i * K) * kL + l];
+        tr2 += x, abs2 += std::abs(x);
+      }
+    }
+    rho = std::max(rho, std::min(std::max(t, 0.0), std::sqrt(std::max(tr2, 0.0) + 1e-13 * abs2)));
+  }
+  // CR2: phi = (1-x)^{-1/2}, a_k = binom(2k, k) / 4^k; phi^2 = (1-x)^{-1}, b_k = 1.
+  // CR3: phi = (1-x)^{-1}, a_k = 1; phi^2 = (1-x)^{-2}, b_k = k + 1. All a_k <= 1, b_k <= k + 1.
+  double a = 1.0, b = 1.0, b_prev = 1.0;
+  if (q) lane_product(N_.data(), C_->data(), true, K, K, q, V_.data());  // V = [N_g C = C_g AC, s_g]
+  std::copy(V_.begin(), V_.end(), phiV_.begin());
+  std::fill(D_.begin(), D_.end(), 0.0);
+  std::fill(E_.begin(), E_.end(), 0.0);
+  if (q) lane_terms(V_.data(), 0.0, phiV_.data(), 0, AC_ ? AC_->data() : nullptr, K, q, full_, 1.0, 0.0, D_.data(),
+                    E_.data());
+  const double* prev = V_.data();
+  double rk = 1.0;
+  for (index_t k = 1; k <= kMaxTerms; ++k) {
+    a = cr2_ ? a * (2.0 * k - 1.0) / (2.0 * k) : 1.0;
+    b_prev = b;
+    b = cr2_ ? 1.0 : k + 1.0;
+    lane_product(N_.data(), prev, false, K, K, q + 1, cur_.data());  // N_g^k V
+    lane_terms(cur_.data(), a, phiV_.data(), nv, AC_ ? AC_->data() : nullptr, K, q, full_, b, b_prev, D_.data(),
+               E_.data());
+    std::swap(cur_, prev_);
+    prev = prev_.data();
+    rk *= rho;
+    if ((k + 2.0) * rk * rho <= 1e-17) break;  // term k + 1 of both series
+  }
+  if (full_) {  // symmetric in exact arithmetic
+    for (index_t bb = 0; bb < q; ++bb)
+      for (index_t aa = 0; aa < bb; ++aa)
+        for (int l = 0; l < kL; ++l) {
+          double& d1 = D_[(aa + bb * q) * kL + l];
+          double& d2 = D_[(bb + aa * q) * kL + l];
+          d1 = d2 = 0.5 * (d1 + d2);
+          double& e1 = E_[(aa + bb * q) * kL + l];
+          double& e2 = E_[(bb + aa * q) * kL + l];
+          e1 = e2 = 0.5 * (e1 + e2);
+        }
+  }
 }
 
 double adjustment(Variant v, double lam) {
@@ -386,34 +512,136 @@ struct CovAcc {
   }
 };
 
-// One traversal: adjusted scores T_g s_g into the meat, and (q > 0) the diagonal Omega sums.
+// Sums of the series path's clusters, lane by lane ([entry][lane]), folded into a CovAcc at the
+// end of each chunk: the meat's and the WW_a's lower triangles, and d, d^2, d e per contrast.
+struct LaneSums {
+  std::vector<double> meat, dsum, d1, dd, de, ww;
+  void reset(index_t K, index_t q, bool omega) {
+    meat.assign(K * K * kL, 0.0);
+    dsum.assign(K * kL, 0.0);
+    d1.assign(omega ? q * kL : 0, 0.0);
+    dd.assign(d1.size(), 0.0);
+    de.assign(d1.size(), 0.0);
+    ww.assign(omega ? q * K * K * kL : 0, 0.0);
+  }
+};
+
+// The batch's results into the lane sums: t t' (t = the adjusted score), and, for the diagonal
+// Omega sums, d, d^2, d e and w_a w_a' of every contrast a.
+CRVE_MULTIVERSION void lane_accumulate(const SeriesBatch& sb, bool cov, bool cv3j, bool omega, const double* A,
+                                       LaneSums& s) {
+  const index_t K = sb.K(), q = sb.q();
+  if (cov) {
+    for (index_t j = 0; j < K; ++j) {
+      const double* tj = sb.phiV_lanes(j, q);
+      for (index_t i = j; i < K; ++i) {
+        const double* ti = sb.phiV_lanes(i, q);
+        double* o = s.meat.data() + (i + j * K) * kL;
+        for (int l = 0; l < kL; ++l) o[l] += ti[l] * tj[l];
+      }
+    }
+    if (cv3j)
+      for (index_t p = 0; p < K; ++p) {
+        const double* tp = sb.phiV_lanes(p, q);
+        for (index_t i = 0; i < K; ++i)
+          for (int l = 0; l < kL; ++l) s.dsum[i * kL + l] += A[i + p * K] * tp[l];
+      }
+  }
+  if (!omega) return;
+  for (index_t a = 0; a < q; ++a) {
+    const double* d = sb.D_lanes(a, 0);
+    const double* e = sb.E_lanes(a, 0);
+    for (int l = 0; l < kL; ++l) {
+      s.d1[a * kL + l] += d[l];
+      s.dd[a * kL + l] += d[l] * d[l];
+      s.de[a * kL + l] += d[l] * e[l];
+    }
+    double* ww = s.ww.data() + a * K * K * kL;
+    for (index_t j = 0; j < K; ++j) {
+      const double* wj = sb.phiV_lanes(j, a);
+      for (index_t i = j; i < K; ++i) {
+        const double* wi = sb.phiV_lanes(i, a);
+        double* o = ww + (i + j * K) * kL;
+        for (int l = 0; l < kL; ++l) o[l] += wi[l] * wj[l];
+      }
+    }
+  }
+}
+
+// One traversal: adjusted scores T_g s_g into the meat, and (q > 0) the Omega sums. Clusters with
+// small leverage take the series in batches (SeriesBatch), the others the HatBlock, one cluster
+// at a time; kChunks fixed chunks of clusters, so the sums do not depend on the thread count.
 CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full, bool need_cov, int threads) {
-  const index_t K = m.K, q = contrasts ? contrasts->cols() : 0;
+  const index_t K = m.K, q = contrasts ? contrasts->cols() : 0, G = m.G;
   const MatrixXd AC = contrasts ? MatrixXd(m.A * *contrasts) : MatrixXd(K, 0);
+  const bool adjust = v != Variant::CV0 && v != Variant::CV1;
+  const index_t n_chunks = std::max<index_t>(1, std::min(kChunks, G));
   return parallel_reduce<CovAcc>(
-      m.G, threads, kChunks, 32,
+      n_chunks, G >= 64 ? threads : 1, n_chunks, 1,
       [&] { return CovAcc{MatrixXd::Zero(K, K), VectorXd::Zero(K), 0, 0.0, OmegaAcc(K, q, full)}; },
-      [&](CovAcc& acc, index_t g) {
+      [&](CovAcc& acc, index_t c) {
         thread_local HatBlock hb;
         thread_local VectorXd t, F1z;
-        thread_local MatrixXd Cg;
-        const bool adjust = v != Variant::CV0 && v != Variant::CV1;
-        if (adjust || q > 0) m.C_of(g, Cg);
-        if (adjust) {
-          hb.compute(Cg, m.A, v);
-          acc.lev += hb.leverage_one;
-          acc.lev_max = std::max(acc.lev_max, hb.leverage_max);
-        }
-        if (need_cov) {
-          t = m.S.col(g);
-          if (adjust && hb.rank() > 0) {
-            F1z.noalias() = hb.F1 * hb.pinv(m.S.col(g));
-            t.noalias() += hb.L * F1z;
+        thread_local MatrixXd Cg, W, D, E;
+        thread_local LaneSums sums;
+        SeriesBatch sb(m.A, contrasts, q > 0 ? &AC : nullptr, full, v);
+        sums.reset(K, q, q > 0 && !full);
+        auto flush = [&] {  // the batch's clusters into the sums
+          if (sb.size() == 0) return;
+          const index_t used = sb.size();
+          sb.run();
+          lane_accumulate(sb, need_cov, v == Variant::CV3J, q > 0 && !full, m.A.data(), sums);
+          if (q > 0 && full) {  // HTZ: the full q x q pieces, cluster by cluster
+            W.resize(K, q), D.resize(q, q), E.resize(q, q);
+            for (index_t l = 0; l < used; ++l) {
+              for (index_t a = 0; a < q; ++a) {
+                for (index_t i = 0; i < K; ++i) W(i, a) = sb.phiV(i, a, l);
+                for (index_t b = 0; b < q; ++b) D(a, b) = sb.D_lanes(a, b)[l], E(a, b) = sb.E_lanes(a, b)[l];
+              }
+              acc.omega.add(W, D, E);
+            }
           }
-          acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(t);
-          if (v == Variant::CV3J) acc.dsum.noalias() += m.A * t;
+        };
+        for (index_t g = G * c / n_chunks; g < G * (c + 1) / n_chunks; ++g) {
+          if (adjust || q > 0) m.C_of(g, Cg);
+          if (adjust) {
+            const double tr = sb.trace(Cg);
+            if (tr < kSeriesTrace) {  // small leverage: the series, in the next lane
+              acc.lev_max = std::max(acc.lev_max, std::max(tr, 0.0));
+              if (sb.add(Cg, m.S.col(g).data())) flush();
+              continue;
+            }
+            hb.compute(Cg, m.A, v);
+            acc.lev += hb.leverage_one;
+            acc.lev_max = std::max(acc.lev_max, hb.leverage_max);
+          }
+          if (need_cov) {
+            t = m.S.col(g);
+            if (adjust && hb.rank() > 0) {
+              F1z.noalias() = hb.F1 * hb.pinv(m.S.col(g));
+              t.noalias() += hb.L * F1z;
+            }
+            acc.meat.selfadjointView<Eigen::Lower>().rankUpdate(t);
+            if (v == Variant::CV3J) acc.dsum.noalias() += m.A * t;
+          }
+          if (q > 0) omega_cluster(Cg, adjust ? &hb : nullptr, m.A, AC, acc.omega);
         }
-        if (q > 0) omega_cluster(Cg, adjust ? &hb : nullptr, m.A, AC, acc.omega);
+        flush();
+        // The lane sums into the chunk's accumulator, lanes in order.
+        for (int l = 0; l < kL; ++l) {
+          for (index_t j = 0; j < K; ++j)
+            for (index_t i = j; i < K; ++i) acc.meat(i, j) += sums.meat[(i + j * K) * kL + l];
+          for (index_t i = 0; i < K; ++i) acc.dsum[i] += sums.dsum[i * kL + l];
+          if (sums.d1.empty()) continue;
+          for (index_t a = 0; a < q; ++a) {
+            acc.omega.D1(a, a) += sums.d1[a * kL + l];
+            acc.omega.P_abab(a, a) += sums.dd[a * kL + l];
+            acc.omega.X_abab(a, a) += sums.de[a * kL + l];
+            MatrixXd& ww = acc.omega.WW[a * q + a];
+            for (index_t j = 0; j < K; ++j)
+              for (index_t i = j; i < K; ++i) ww(i, j) += sums.ww[((a * K * K) + i + j * K) * kL + l];
+          }
+        }
       },
       [](CovAcc& a, const CovAcc& b) { a.merge(b); });
 }

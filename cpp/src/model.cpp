@@ -106,6 +106,14 @@ Model::Model(const ClusterStats& stats, int threads) : stats_(&stats) {
   working_block(total.data(), Zsum);
   scale.resize(K);
   for (index_t k = 0; k < K; ++k) scale[k] = std::exp2(-std::round(0.5 * std::log2(Zsum(k, k))));
+  cscale_.resize(K * K);
+  for (index_t j = 0; j < K; ++j)
+    for (index_t i = 0; i < K; ++i) cscale_[j * K + i] = scale[i] * scale[j];
+  if (selection_) {
+    cpack_.resize(K * K);
+    for (index_t j = 0; j < K; ++j)
+      for (index_t i = 0; i < K; ++i) cpack_[j * K + i] = ClusterStats::pack_index(idx_[i], idx_[j]);
+  }
   C = scale.asDiagonal() * Zsum.topLeftCorner(K, K) * scale.asDiagonal();
   const VectorXd b = scale.cwiseProduct(Zsum.col(K).head(K));
   Eigen::SelfAdjointEigenSolver<MatrixXd> es(C);
@@ -222,6 +230,13 @@ void Model::working_block(const double* packed, MatrixXd& Zw) const {
 }
 
 void Model::C_of(index_t g, MatrixXd& out) const {
+  if (selection_) {  // a re-indexing, scaled by powers of two: the same values as below, in one pass
+    const double* packed = stats_->gram(g);
+    out.resize(K, K);
+    double* o = out.data();
+    for (index_t e = 0; e < K * K; ++e) o[e] = packed[cpack_[e]] * cscale_[e];
+    return;
+  }
   thread_local MatrixXd Z;
   working_block(stats_->gram(g), Z);
   out.noalias() = scale.asDiagonal() * Z.topLeftCorner(K, K) * scale.asDiagonal();

@@ -31,7 +31,7 @@ import numpy as np
 
 from . import _core
 from ._inputs import Design, as_design, factorize_clusters
-from .results import CrveWarning, check_restriction
+from .results import CrveWarning, check_restriction, covariance_rank
 
 __all__ = ["wild_cluster_bootstrap", "WildBootstrapResult"]
 
@@ -350,7 +350,7 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
     else:
         se = None
         diff = theta - rv
-        rank = np.linalg.matrix_rank(V, tol=1e-12 * max(np.abs(np.diag(V)).max(), 1e-300))
+        rank = covariance_rank(V)
         if rank < q:
             raise ValueError(f"the sample's variance of R b has rank {rank} < {q} restrictions: the hypothesis is "
                              "not testable with these clusters")
@@ -358,7 +358,7 @@ def _run(model: Any, names: list[str], cell_var: np.ndarray, cell_boot: np.ndarr
         n = draws[:, :q]
         Q = ssc * draws[:, q:].reshape(-1, q, q)
         t_star = np.full(B, np.nan)
-        ok = np.linalg.matrix_rank(Q, tol=None) == q if B else np.zeros(0, bool)
+        ok = covariance_rank(Q, tol=None) == q if B else np.zeros(0, bool)
         t_star[ok] = np.einsum("bi,bi->b", n[ok], np.linalg.solve(Q[ok], n[ok][..., None])[..., 0]) / q
         if (~ok).any():
             notes.append(f"{int((~ok).sum())} draws have a singular bootstrap variance and are not counted as "

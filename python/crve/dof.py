@@ -10,8 +10,11 @@ clubSandwich implements it for an unweighted lm (working model Phi = I):
   W = Omega^{-1/2};  B^{(s,t)} = P computed for the rotated contrasts W R
   nu = q (q + 1) / sum_{s,t} [ tr(B^{st} B^{st}) + tr(B^{ss} B^{tt}) ]
   F = (nu - q + 1) / (nu q) * Q   ~   F(q, nu - q + 1),   Q = (R b - r)'(R V R')^{-1}(R b - r).
-Eigenvalues of Omega below 1e-12 times the largest are treated as zero (clubSandwich uses an
-absolute 1e-12, which makes its HTZ depend on the units of X; ours does not).
+Omega's rank is judged on its correlation form D^-1/2 Omega D^-1/2 (eigenvalues below 1e-12
+times the largest treated as zero), and W = (D^-1/2 Omega D^-1/2)^{-1/2} D^-1/2 (W Omega W' = I,
+the symmetric root up to a rotation, which nu does not see). clubSandwich uses an absolute
+1e-12, which makes its HTZ depend on the units of X; ours does not, even where the restricted
+coefficients' scales differ by many orders of magnitude.
 """
 from __future__ import annotations
 
@@ -59,9 +62,11 @@ def htz_pieces(omega: OmegaFn, R: np.ndarray) -> tuple[float, int]:
     q = R.shape[0]
     Om = omega(R, True)["trace"]
     Om = (Om + Om.T) / 2
-    w, V = np.linalg.eigh(Om)
+    d = np.sqrt(np.abs(np.diag(Om)))
+    d = np.where(d > 0, d, 1.0)
+    w, V = np.linalg.eigh(Om / np.outer(d, d))
     keep = w > 1e-12 * max(w.max(), 0.0)
-    W = (V[:, keep] / np.sqrt(w[keep])) @ V[:, keep].T  # Omega^{-1/2} (pseudo-inverse)
+    W = (V[:, keep] / np.sqrt(w[keep])) @ V[:, keep].T / d  # (D^-1/2 Omega D^-1/2)^{-1/2} D^-1/2
     o = omega(W @ R, True)
     denom = np.nansum(o["tr_abab"]) + np.nansum(o["tr_aabb"])
     return float(q * (q + 1) / denom), int(keep.sum())

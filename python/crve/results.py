@@ -547,7 +547,7 @@ class Result:
             raise ValueError(f"cannot test {q} restrictions with {self.n_clusters} clusters: the cluster-robust "
                              f"covariance has rank at most G - 1 = {self.n_clusters - 1}")
         V = R @ self._cov @ R.T
-        rank = np.linalg.matrix_rank(V, tol=1e-12 * max(np.abs(np.diag(V)).max(), 1e-300))
+        rank = covariance_rank(V)
         if rank < q:
             raise ValueError(f"R V R' has rank {rank} < {q} restrictions under {self.variant}: the hypothesis "
                              "is not testable with this covariance")
@@ -620,6 +620,20 @@ def conditioning_text(rcond: float) -> str:
     acc = f"about {digits:.0f} significant digits" if digits >= 1 else "less than one significant digit"
     return (f"X'X is ill-conditioned (reciprocal condition number {rcond:.1e} after scaling): coefficients and "
             f"standard errors are accurate to {acc}; nearly collinear columns are the usual cause")
+
+
+def covariance_rank(V: np.ndarray, tol: float | None = 1e-12) -> Any:
+    """Rank of the covariance V of R b (q x q, or a stack of them), judged on its correlation
+    form D^-1/2 V D^-1/2 so that restrictions on coefficients of very different scales (income
+    in cents next to a dummy) are not mistaken for dependent ones. A restriction with zero
+    variance adds nothing to the rank.
+
+    >>> int(covariance_rank(np.diag([1e-20, 1.0])))
+    2
+    """
+    d = np.sqrt(np.abs(np.diagonal(V, axis1=-2, axis2=-1)))
+    d = np.where(d > 0, d, 1.0)
+    return np.linalg.matrix_rank(V / (d[..., :, None] * d[..., None, :]), tol=tol, hermitian=True)
 
 
 def check_restriction(R: Any, r: Any, K: int) -> tuple[np.ndarray, np.ndarray]:

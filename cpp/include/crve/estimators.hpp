@@ -23,17 +23,17 @@ constexpr double kLeverageTol = 1e-9;
 ///     X_g' B_g X_g     = C_g + L F1 L'   = L phi(W) L'
 ///     X_g' B_g' B_g X_g = L phi(W)^2 L'
 /// (DESIGN.md 2-3 write L = P Sig^{1/2} and C_g + L F2 L', F2 = phi^2 - I; any square root of
-/// C_g gives the same matrices.) phi(W) comes from W's eigen-decomposition, or, when
-/// tr W < kSeriesTrace (small leverage: the usual case with many clusters), from its Taylor
-/// series, exact to rounding. Buffers are reused between clusters (one HatBlock per thread).
+/// C_g gives the same matrices.) phi(W) comes from W's eigen-decomposition: this is the path
+/// for clusters with large leverage (tr A C_g >= kSeriesTrace) or a leverage-one direction;
+/// LeverageSeries below serves the others. Buffers are reused between clusters (one HatBlock
+/// per thread).
 struct HatBlock {
   MatrixXd L, LT, R, W, F1, Wn, AL;  // LT = L'; R's top-left r x r lower triangle: L's pivoted rows
-  std::vector<MatrixXd> pw;           // powers of W for the series
   VectorXd z, lam;
   std::vector<index_t> perm;
   Eigen::SelfAdjointEigenSolver<MatrixXd> es;
   bool leverage_one = false;
-  double leverage_max = 0.0;  // the largest eigenvalue of H_gg below leverage one (tr W on the series path)
+  double leverage_max = 0.0;  // the largest eigenvalue of H_gg below leverage one
   index_t rank() const { return rank_; }
   void compute(const Eigen::Ref<const MatrixXd>& Cg, const MatrixXd& A, Variant v);
   /// L^+ s for s in the range of C_g (r-vector).
@@ -41,6 +41,51 @@ struct HatBlock {
 
  private:
   index_t rank_ = 0;
+};
+
+/// The same adjustments without a factorisation, for clusters whose leverages are small (their
+/// sum t = tr(A C_g) below kSeriesTrace: the usual case with many clusters). With N_g = C_g A
+/// (K x K; its nonzero eigenvalues are H_gg's), X_g'(X_g A X_g')^k = N_g^k X_g' and
+/// L f(W) L' = f(N_g) C_g give, for phi(x) = sum_k a_k x^k and phi(x)^2 = sum_k b_k x^k,
+///     X_g' B_g u_g = phi(N_g) s_g,      w_a = X_g' B_g X_g A c_a = phi(N_g) C_g A c_a,
+///     d^{ab} = (A c_a)' phi(N_g)^2 C_g (A c_b) = sum_k b_k mu_k^{ab},
+///     e^{ab} = (A c_a)' N_g phi(N_g)^2 C_g (A c_b) = sum_k b_{k-1} mu_k^{ab},
+/// with mu_k^{ab} = (A c_a)' N_g^k C_g (A c_b): one small product per term, applied to the
+/// columns V = [N_g c_1 .. N_g c_q, s_g] (contrasts are often sparse: their zeros are skipped). Term k is at most rho^k times the first, rho the
+/// largest leverage (bounded by min(t, sqrt(tr N_g^2))), so the sums stop where the next term of
+/// both series is below 1e-17: exact to rounding.
+/// Clusters go through in batches of kLanes, one per SIMD lane (cluster-major storage
+/// [entry][lane]), so every product runs at full vector width with no padding; unused lanes hold
+/// zeros and give zeros.
+struct SeriesBatch {
+  static constexpr int kLanes = 8;
+  static constexpr index_t kMaxTerms = 24;
+  /// C: the contrasts (K x q, or null), AC = A C.
+  SeriesBatch(const MatrixXd& A, const MatrixXd* C, const MatrixXd* AC, bool full, Variant v);
+  /// tr(A C_g): the series applies where this is below kSeriesTrace.
+  double trace(const MatrixXd& Cg) const;
+  /// Puts cluster (C_g, s_g) into the next lane; true when the batch is full.
+  bool add(const MatrixXd& Cg, const double* s);
+  index_t size() const { return used_; }
+  /// phiV, D, E for the lanes in use; the batch is then empty again (results stay until the next add).
+  void run();
+  // Results, lane l: phiV(i, c) for c < q (w_c) and c = q (the adjusted score); D, E: d^{ab},
+  // e^{ab} for a == b (diag) or all a, b (full).
+  double phiV(index_t i, index_t c, int l) const { return phiV_[(i + c * K_) * kLanes + l]; }
+  const double* phiV_lanes(index_t i, index_t c) const { return phiV_.data() + (i + c * K_) * kLanes; }
+  const double* D_lanes(index_t a, index_t b) const { return D_.data() + (a + b * q_) * kLanes; }
+  const double* E_lanes(index_t a, index_t b) const { return E_.data() + (a + b * q_) * kLanes; }
+  index_t K() const { return K_; }
+  index_t q() const { return q_; }
+
+ private:
+  const MatrixXd& A_;
+  const MatrixXd* C_;
+  const MatrixXd* AC_;
+  index_t K_, q_;
+  bool full_, cr2_;
+  index_t used_ = 0;
+  std::vector<double> Cl_, N_, V_, cur_, prev_, phiV_, D_, E_;
 };
 
 constexpr double kSeriesTrace = 5e-2;

@@ -61,6 +61,8 @@ class Model {
   const ClusterStats* stats_ = nullptr;
   bool selection_ = false;    // X has an intercept column: [W, y] is a re-indexing of z
   std::vector<index_t> idx_;  // working column k (and y at K) -> index in z (intercept case)
+  std::vector<index_t> cpack_;  // C_g(i, j) -> index in the packed block (intercept case, K x K)
+  std::vector<double> cscale_;  // scale_i scale_j (powers of two), K x K
   MatrixXd Tz_;               // z -> [W, y] (no intercept: the raw basis)
   VectorXd xshift_;  // shift applied to raw rows before scaling (0 when no intercept)
   double yshift_ = 0;
