@@ -233,21 +233,24 @@ constexpr int kL = SeriesBatch::kLanes;
 
 // Rows i0 .. i0 + R - 1 of column j of Out (m x n, lanes) = X (m x k, lanes) B (k x n: lanes, or
 // one matrix shared by all lanes). R accumulators of one vector each hide the FMA latency.
+inline __attribute__((always_inline)) Row8 load8(const double* p) {
+  Row8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline __attribute__((always_inline)) void store8(double* p, Row8 v) { std::memcpy(p, &v, sizeof v); }
+static_assert(kL == 8, "one Row8 per entry");
+
 template <int R, bool Shared>
 inline __attribute__((always_inline)) void lane_rows(const double* __restrict X, const double* __restrict B, index_t m,
                                                      index_t k, index_t i0, index_t j, double* __restrict Out) {
-  double acc[R][kL] = {};
+  Row8 acc[R] = {};
   for (index_t p = 0; p < k; ++p) {
     if (Shared && B[p + j * k] == 0.0) continue;  // sparse shared factors (contrasts): skip zeros
-    double b[kL];
-    for (int l = 0; l < kL; ++l) b[l] = Shared ? B[p + j * k] : B[(p + j * k) * kL + l];
-    for (int r = 0; r < R; ++r) {
-      const double* x = X + (i0 + r + p * m) * kL;
-      for (int l = 0; l < kL; ++l) acc[r][l] += x[l] * b[l];
-    }
+    const Row8 b = Shared ? Row8{} + B[p + j * k] : load8(B + (p + j * k) * kL);
+    for (int r = 0; r < R; ++r) acc[r] += load8(X + (i0 + r + p * m) * kL) * b;
   }
-  for (int r = 0; r < R; ++r)
-    for (int l = 0; l < kL; ++l) Out[(i0 + r + j * m) * kL + l] = acc[r][l];
+  for (int r = 0; r < R; ++r) store8(Out + (i0 + r + j * m) * kL, acc[r]);
 }
 
 template <bool Shared>
@@ -274,16 +277,26 @@ CRVE_MULTIVERSION void lane_product(const double* X, const double* B, bool share
 CRVE_MULTIVERSION void lane_terms(const double* __restrict cur, double alpha, double* __restrict phiV, index_t nv,
                                   const double* __restrict AC, index_t K, index_t q, bool full, double bd, double be,
                                   double* __restrict D, double* __restrict E) {
-  for (index_t e = 0; e < nv * kL; ++e) phiV[e] += alpha * cur[e];
-  for (index_t b = 0; b < q; ++b) {
-    for (index_t a = full ? 0 : b; a <= (full ? q - 1 : b); ++a) {
-      double mu[kL] = {};
-      for (index_t i = 0; i < K; ++i)
-        for (int l = 0; l < kL; ++l) mu[l] += AC[i + a * K] * cur[(i + b * K) * kL + l];
-      double* d = D + (full ? a + b * q : b) * kL;
-      double* ee = E + (full ? a + b * q : b) * kL;
-      for (int l = 0; l < kL; ++l) d[l] += bd * mu[l], ee[l] += be * mu[l];
+  for (index_t e = 0; e < nv; ++e) store8(phiV + e * kL, load8(phiV + e * kL) + alpha * load8(cur + e * kL));
+  auto moment = [&](index_t a, index_t b) {
+    Row8 mu0 = {}, mu1 = {};  // two chains: half the add latency
+    index_t i = 0;
+    for (; i + 2 <= K; i += 2) {
+      mu0 += AC[i + a * K] * load8(cur + (i + b * K) * kL);
+      mu1 += AC[i + 1 + a * K] * load8(cur + (i + 1 + b * K) * kL);
     }
+    if (i < K) mu0 += AC[i + a * K] * load8(cur + (i + b * K) * kL);
+    const Row8 mu = mu0 + mu1;
+    const index_t at = (full ? a + b * q : b) * kL;
+    store8(D + at, load8(D + at) + bd * mu);
+    store8(E + at, load8(E + at) + be * mu);
+  };
+  for (index_t b = 0; b < q; ++b) {
+    if (!full) {
+      moment(b, b);
+      continue;
+    }
+    for (index_t a = 0; a < q; ++a) moment(a, b);
   }
 }
 }  // namespace
@@ -302,8 +315,15 @@ SeriesBatch::SeriesBatch(const MatrixXd& A, const MatrixXd* C, const MatrixXd* A
 }
 
 double SeriesBatch::trace(const MatrixXd& Cg) const {
-  double t = 0.0;  // both symmetric: tr(A C_g) = the sum of the elementwise products
-  for (index_t e = 0; e < K_ * K_; ++e) t += Cg.data()[e] * A_.data()[e];
+  // Both symmetric: tr(A C_g) = the sum of the elementwise products, in 8 partial sums.
+  const double *c = Cg.data(), *a = A_.data();
+  const index_t n = K_ * K_;
+  Row8 acc = {};
+  index_t e = 0;
+  for (; e + 8 <= n; e += 8) acc += load8(c + e) * load8(a + e);
+  double t = 0.0;
+  for (; e < n; ++e) t += c[e] * a[e];
+  for (int l = 0; l < kL; ++l) t += acc[l];
   return t;
 }
 
@@ -324,18 +344,19 @@ void SeriesBatch::run() {
   lane_product(Cl_.data(), A_.data(), true, K, K, K, N_.data());  // N_g = C_g A
   // The largest leverage of each lane is at most t and at most sqrt(tr N^2) (computed with its
   // rounding bound added: N need not be symmetric); the terms follow the largest over the lanes.
-  double rho = 0.0;
-  for (int l = 0; l < kL; ++l) {
-    double t = 0.0, tr2 = 0.0, abs2 = 0.0;
-    for (index_t j = 0; j < K; ++j) {
-      t += N_[(j + j * K) * kL + l];
-      for (index_t i = 0; i < K; ++i) {
-        const double x = N_[(i + j * K) * kL + l] * N_[(j + i * K) * kL + l];
-        tr2 += x, abs2 += std::abs(x);
-      }
+  // |N_ij N_ji| <= (N_ij^2 + N_ji^2) / 2, so ||N||_F^2 bounds the sum of the products' sizes.
+  Row8 t = {}, tr2 = {}, fro = {};
+  for (index_t j = 0; j < K; ++j) {
+    t += load8(&N_[(j + j * K) * kL]);
+    for (index_t i = 0; i < K; ++i) {
+      const Row8 x = load8(&N_[(i + j * K) * kL]);
+      tr2 += x * load8(&N_[(j + i * K) * kL]);
+      fro += x * x;
     }
-    rho = std::max(rho, std::min(std::max(t, 0.0), std::sqrt(std::max(tr2, 0.0) + 1e-13 * abs2)));
   }
+  double rho = 0.0;
+  for (int l = 0; l < kL; ++l)
+    rho = std::max(rho, std::min(std::max(t[l], 0.0), std::sqrt(std::max(tr2[l], 0.0) + 1e-13 * fro[l])));
   // CR2: phi = (1-x)^{-1/2}, a_k = binom(2k, k) / 4^k; phi^2 = (1-x)^{-1}, b_k = 1.
   // CR3: phi = (1-x)^{-1}, a_k = 1; phi^2 = (1-x)^{-2}, b_k = k + 1. All a_k <= 1, b_k <= k + 1.
   double a = 1.0, b = 1.0, b_prev = 1.0;
@@ -531,40 +552,30 @@ struct LaneSums {
 CRVE_MULTIVERSION void lane_accumulate(const SeriesBatch& sb, bool cov, bool cv3j, bool omega, const double* A,
                                        LaneSums& s) {
   const index_t K = sb.K(), q = sb.q();
-  if (cov) {
+  auto outer = [&](index_t c, double* into) {  // lower triangle of into += v v', v = phiV column c
     for (index_t j = 0; j < K; ++j) {
-      const double* tj = sb.phiV_lanes(j, q);
+      const Row8 vj = load8(sb.phiV_lanes(j, c));
       for (index_t i = j; i < K; ++i) {
-        const double* ti = sb.phiV_lanes(i, q);
-        double* o = s.meat.data() + (i + j * K) * kL;
-        for (int l = 0; l < kL; ++l) o[l] += ti[l] * tj[l];
+        double* o = into + (i + j * K) * kL;
+        store8(o, load8(o) + load8(sb.phiV_lanes(i, c)) * vj);
       }
     }
+  };
+  if (cov) {
+    outer(q, s.meat.data());
     if (cv3j)
       for (index_t p = 0; p < K; ++p) {
-        const double* tp = sb.phiV_lanes(p, q);
-        for (index_t i = 0; i < K; ++i)
-          for (int l = 0; l < kL; ++l) s.dsum[i * kL + l] += A[i + p * K] * tp[l];
+        const Row8 tp = load8(sb.phiV_lanes(p, q));
+        for (index_t i = 0; i < K; ++i) store8(&s.dsum[i * kL], load8(&s.dsum[i * kL]) + A[i + p * K] * tp);
       }
   }
   if (!omega) return;
   for (index_t a = 0; a < q; ++a) {
-    const double* d = sb.D_lanes(a, 0);
-    const double* e = sb.E_lanes(a, 0);
-    for (int l = 0; l < kL; ++l) {
-      s.d1[a * kL + l] += d[l];
-      s.dd[a * kL + l] += d[l] * d[l];
-      s.de[a * kL + l] += d[l] * e[l];
-    }
-    double* ww = s.ww.data() + a * K * K * kL;
-    for (index_t j = 0; j < K; ++j) {
-      const double* wj = sb.phiV_lanes(j, a);
-      for (index_t i = j; i < K; ++i) {
-        const double* wi = sb.phiV_lanes(i, a);
-        double* o = ww + (i + j * K) * kL;
-        for (int l = 0; l < kL; ++l) o[l] += wi[l] * wj[l];
-      }
-    }
+    const Row8 d = load8(sb.D_lanes(a, 0)), e = load8(sb.E_lanes(a, 0));
+    store8(&s.d1[a * kL], load8(&s.d1[a * kL]) + d);
+    store8(&s.dd[a * kL], load8(&s.dd[a * kL]) + d * d);
+    store8(&s.de[a * kL], load8(&s.de[a * kL]) + d * e);
+    outer(a, s.ww.data() + a * K * K * kL);
   }
 }
 
@@ -602,7 +613,9 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
             }
           }
         };
-        for (index_t g = G * c / n_chunks; g < G * (c + 1) / n_chunks; ++g) {
+        const index_t g_end = G * (c + 1) / n_chunks;
+        for (index_t g = G * c / n_chunks; g < g_end; ++g) {
+          if (g + 2 < g_end) m.prefetch(g + 2);  // the blocks are read in order: hide DRAM latency
           if (adjust || q > 0) m.C_of(g, Cg);
           if (adjust) {
             const double tr = sb.trace(Cg);

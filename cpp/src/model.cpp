@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "crve/parallel.hpp"
+#include "simd.hpp"
 
 namespace crve {
 
@@ -227,6 +228,13 @@ void Model::working_block(const double* packed, MatrixXd& Zw) const {
   for (index_t i = 0; i < P; ++i)
     for (index_t j = 0; j <= i; ++j) Z(i, j) = Z(j, i) = packed[i * (i + 1) / 2 + j];
   Zw.noalias() = Tz_.transpose() * Z * Tz_;
+}
+
+void Model::prefetch(index_t g) const {
+  const char* p = reinterpret_cast<const char*>(stats_->gram(g));
+  const index_t bytes = stats_->npack() * static_cast<index_t>(sizeof(double));
+  for (index_t o = 0; o < bytes; o += 64) prefetch_read(p + o);
+  prefetch_read(p + bytes - 1);  // the last line, where the block does not start on one
 }
 
 void Model::C_of(index_t g, MatrixXd& out) const {

@@ -188,6 +188,14 @@ int main() {
     const Model mk(sk, 2);
     CHECK_CLOSE(mk.to_raw(cluster_cov(mk, Variant::CV2, 2).cov), dense_cov(dk, Variant::CV2), 1e-9, "CV2, K columns");
     CHECK_CLOSE(mk.to_raw(cluster_cov(mk, Variant::CV3, 2).cov), dense_cov(dk, Variant::CV3), 1e-9, "CV3, K columns");
+    // Many small clusters: the series path (SeriesBatch, tr A C_g below 5e-2 up to K = 26).
+    const Data ds = make_data(200 + static_cast<unsigned>(K), 6000, K, 600);
+    const ClusterStats ss = stats_of(ds, 0, 6000, 2);
+    const Model ms(ss, 2);
+    CHECK_CLOSE(ms.to_raw(cluster_cov(ms, Variant::CV2, 2).cov), dense_cov(ds, Variant::CV2), 1e-9,
+                "CV2, K columns, many clusters");
+    CHECK_CLOSE(ms.to_raw(cluster_cov(ms, Variant::CV3, 2).cov), dense_cov(ds, Variant::CV3), 1e-9,
+                "CV3, K columns, many clusters");
   }
   // Shards add (clusters span the cut); shifts differ, so the re-shift is exercised.
   ClusterStats parts = stats_of(d, 0, 150, 1);
