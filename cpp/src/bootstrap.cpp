@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "crve/parallel.hpp"
+#include "simd.hpp"
 
 namespace crve {
 
@@ -212,15 +213,8 @@ class WeightRows {
   index_t lo_ = -1;
 };
 
-/// Eight draws' lanes as one SIMD value (one AVX-512 register, two AVX2 ones, ...).
-#pragma GCC diagnostic ignored "-Wpsabi"  // Lanes8 never crosses a non-inlined call
-typedef double Lanes8 __attribute__((vector_size(64)));
-__attribute__((always_inline)) inline Lanes8 load8(const double* p) {
-  Lanes8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-__attribute__((always_inline)) inline void store8(double* p, Lanes8 v) { std::memcpy(p, &v, sizeof v); }
+/// Eight draws' lanes as one SIMD value (simd.hpp's Row8, load8, store8).
+using Lanes8 = Row8;
 
 /// out[0..Bc) += d * w[0..Bc): every draw in its own lane, so a draw's sums are taken in the same
 /// order whichever draws share its chunk.

@@ -77,21 +77,6 @@ CRVE_MULTIVERSION void small_product(const double* A, index_t lda, const double*
   return product_fixed<4>(A, lda, B, ldb, C, m, k, n);
 }
 
-// y += alpha x (n values).
-CRVE_MULTIVERSION void axpy(double alpha, const double* __restrict x, double* __restrict y, index_t n) {
-  for (index_t e = 0; e < n; ++e) y[e] += alpha * x[e];
-}
-
-// out[c] = column c of A . column c of B (both K x q, column-major), c < q.
-CRVE_MULTIVERSION void column_dots(const double* __restrict A, const double* __restrict B, index_t K, index_t q,
-                                   double* __restrict out) {
-  for (index_t c = 0; c < q; ++c) {
-    double s = 0.0;
-    for (index_t i = 0; i < K; ++i) s += A[c * K + i] * B[c * K + i];
-    out[c] = s;
-  }
-}
-
 // Pivoted Cholesky (LAPACK dpstrf's order) of the symmetric K x K matrix whose lower triangle is
 // in a (column-major), in place: returns the rank r (pivots up to tol); the first r columns of
 // the lower triangle then hold the factor of the pivoted rows, and perm the pivot order. Only
@@ -231,16 +216,10 @@ const VectorXd& HatBlock::pinv(const Eigen::Ref<const VectorXd>& s) {
 namespace {
 constexpr int kL = SeriesBatch::kLanes;
 
-// Rows i0 .. i0 + R - 1 of column j of Out (m x n, lanes) = X (m x k, lanes) B (k x n: lanes, or
-// one matrix shared by all lanes). R accumulators of one vector each hide the FMA latency.
-inline __attribute__((always_inline)) Row8 load8(const double* p) {
-  Row8 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-inline __attribute__((always_inline)) void store8(double* p, Row8 v) { std::memcpy(p, &v, sizeof v); }
 static_assert(kL == 8, "one Row8 per entry");
 
+// Rows i0 .. i0 + R - 1 of column j of Out (m x n, lanes) = X (m x k, lanes) B (k x n: lanes, or
+// one matrix shared by all lanes). R accumulators of one vector each hide the FMA latency.
 template <int R, bool Shared>
 inline __attribute__((always_inline)) void lane_rows(const double* __restrict X, const double* __restrict B, index_t m,
                                                      index_t k, index_t i0, index_t j, double* __restrict Out) {

@@ -1,5 +1,6 @@
 // Internal to cpp/src: the SIMD row types of the hot kernels and their function multiversioning.
 #pragma once
+#include <cstring>
 
 // The hot loops are built for baseline x86-64, x86-64-v3 (AVX2 + FMA) and x86-64-v4 (AVX-512),
 // picked at load time, so the default build stays portable. Anything such a function calls in
@@ -25,5 +26,13 @@ inline __attribute__((always_inline)) void prefetch_read(const void* p) {
 }
 
 typedef double Row4 __attribute__((vector_size(32)));
-typedef double Row8 __attribute__((vector_size(64)));
+typedef double Row8 __attribute__((vector_size(64)));  // one AVX-512 register, two AVX2 ones, ...
+
+// Unaligned loads and stores of eight doubles.
+inline __attribute__((always_inline)) Row8 load8(const double* p) {
+  Row8 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+inline __attribute__((always_inline)) void store8(double* p, Row8 v) { std::memcpy(p, &v, sizeof v); }
 }  // namespace crve
