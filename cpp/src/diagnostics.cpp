@@ -51,12 +51,13 @@ ClusterDiagnostics cluster_diagnostics(const Model& m, bool jackknife, int threa
       }
     };
     for (index_t g = task * 256; g < std::min(G, (task + 1) * 256); ++g) {
-      m.C_of(g, Cg);
-      if (sb.trace(Cg) < kSeriesTrace) {
+      m.C_into(g, sb.next(), SeriesBatch::kLanes);
+      if (sb.next_trace() < kSeriesTrace) {
         lane_of[sb.size()] = g;
-        if (sb.add(Cg, m.S.col(g).data())) flush();
+        if (sb.add(m.S.col(g).data())) flush();
         continue;
       }
+      m.C_of(g, Cg);
       hb.compute(Cg, m.A, Variant::CV3);
       singular[g] = hb.leverage_one;
       t = m.S.col(g);

@@ -293,22 +293,20 @@ SeriesBatch::SeriesBatch(const MatrixXd& A, const MatrixXd* C, const MatrixXd* A
   E_.resize(nd);
 }
 
-double SeriesBatch::trace(const MatrixXd& Cg) const {
-  // Both symmetric: tr(A C_g) = the sum of the elementwise products, in 8 partial sums.
-  const double *c = Cg.data(), *a = A_.data();
+double SeriesBatch::next_trace() const {
+  // Both symmetric: tr(A C_g) = the sum of the elementwise products, in 4 partial sums.
+  const double *c = Cl_.data() + used_, *a = A_.data();
   const index_t n = K_ * K_;
-  Row8 acc = {};
+  double t[4] = {};
   index_t e = 0;
-  for (; e + 8 <= n; e += 8) acc += load8(c + e) * load8(a + e);
-  double t = 0.0;
-  for (; e < n; ++e) t += c[e] * a[e];
-  for (int l = 0; l < kL; ++l) t += acc[l];
-  return t;
+  for (; e + 4 <= n; e += 4)
+    for (int r = 0; r < 4; ++r) t[r] += c[(e + r) * kL] * a[e + r];
+  for (; e < n; ++e) t[0] += c[e * kL] * a[e];
+  return (t[0] + t[1]) + (t[2] + t[3]);
 }
 
-bool SeriesBatch::add(const MatrixXd& Cg, const double* s) {
+bool SeriesBatch::add(const double* s) {
   const index_t l = used_++;
-  for (index_t e = 0; e < K_ * K_; ++e) Cl_[e * kL + l] = Cg.data()[e];
   for (index_t i = 0; i < K_; ++i) V_[(i + q_ * K_) * kL + l] = s[i];
   return used_ == kL;
 }
@@ -514,8 +512,13 @@ struct CovAcc {
 
 // Sums of the series path's clusters, lane by lane ([entry][lane]), folded into a CovAcc at the
 // end of each chunk: the meat's and the WW_a's lower triangles, and d, d^2, d e per contrast.
+// The w_a of up to kHeld batches are held, so that each entry of the WW_a is loaded and stored
+// once per kHeld batches (the rank-one updates are otherwise bound by the stores); they are added
+// in batch order, the same sums as one batch at a time.
 struct LaneSums {
-  std::vector<double> meat, dsum, d1, dd, de, ww;
+  static constexpr index_t kHeld = 4;
+  std::vector<double> meat, dsum, d1, dd, de, ww, held;
+  index_t n_held = 0;
   void reset(index_t K, index_t q, bool omega) {
     meat.assign(K * K * kL, 0.0);
     dsum.assign(K * kL, 0.0);
@@ -523,8 +526,28 @@ struct LaneSums {
     dd.assign(d1.size(), 0.0);
     de.assign(d1.size(), 0.0);
     ww.assign(omega ? q * K * K * kL : 0, 0.0);
+    held.resize(omega ? kHeld * q * K * kL : 0);
+    n_held = 0;
   }
 };
+
+// The held batches' w_a w_a' into the lower triangles of the WW_a.
+CRVE_MULTIVERSION void add_held(LaneSums& s, index_t K, index_t q) {
+  const index_t stride = q * K * kL;  // one batch's w
+  for (index_t a = 0; a < q; ++a) {
+    double* ww = s.ww.data() + a * K * K * kL;
+    const double* w = s.held.data() + a * K * kL;
+    for (index_t j = 0; j < K; ++j)
+      for (index_t i = j; i < K; ++i) {
+        double* o = ww + (i + j * K) * kL;
+        Row8 sum = load8(o);
+        for (index_t b = 0; b < s.n_held; ++b)
+          sum += load8(w + b * stride + i * kL) * load8(w + b * stride + j * kL);
+        store8(o, sum);
+      }
+  }
+  s.n_held = 0;
+}
 
 // The batch's results into the lane sums: t t' (t = the adjusted score), and, for the diagonal
 // Omega sums, d, d^2, d e and w_a w_a' of every contrast a.
@@ -554,8 +577,10 @@ CRVE_MULTIVERSION void lane_accumulate(const SeriesBatch& sb, bool cov, bool cv3
     store8(&s.d1[a * kL], load8(&s.d1[a * kL]) + d);
     store8(&s.dd[a * kL], load8(&s.dd[a * kL]) + d * d);
     store8(&s.de[a * kL], load8(&s.de[a * kL]) + d * e);
-    outer(a, s.ww.data() + a * K * K * kL);
   }
+  // w_a = phiV's first q columns, held until kHeld batches are in.
+  std::memcpy(s.held.data() + s.n_held * q * K * kL, sb.phiV_lanes(0, 0), q * K * kL * sizeof(double));
+  if (++s.n_held == LaneSums::kHeld) add_held(s, K, q);
 }
 
 // One traversal: adjusted scores T_g s_g into the meat, and (q > 0) the Omega sums. Clusters with
@@ -595,14 +620,17 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
         const index_t g_end = G * (c + 1) / n_chunks;
         for (index_t g = G * c / n_chunks; g < g_end; ++g) {
           if (g + 2 < g_end) m.prefetch(g + 2);  // the blocks are read in order: hide DRAM latency
-          if (adjust || q > 0) m.C_of(g, Cg);
           if (adjust) {
-            const double tr = sb.trace(Cg);
+            m.C_into(g, sb.next(), kL);
+            const double tr = sb.next_trace();
             if (tr < kSeriesTrace) {  // small leverage: the series, in the next lane
               acc.lev_max = std::max(acc.lev_max, std::max(tr, 0.0));
-              if (sb.add(Cg, m.S.col(g).data())) flush();
+              if (sb.add(m.S.col(g).data())) flush();
               continue;
             }
+          }
+          if (adjust || q > 0) m.C_of(g, Cg);
+          if (adjust) {
             hb.compute(Cg, m.A, v);
             acc.lev += hb.leverage_one;
             acc.lev_max = std::max(acc.lev_max, hb.leverage_max);
@@ -619,6 +647,7 @@ CovAcc traverse(const Model& m, Variant v, const MatrixXd* contrasts, bool full,
           if (q > 0) omega_cluster(Cg, adjust ? &hb : nullptr, m.A, AC, acc.omega);
         }
         flush();
+        if (sums.n_held) add_held(sums, K, q);
         // The lane sums into the chunk's accumulator, lanes in order.
         for (int l = 0; l < kL; ++l) {
           for (index_t j = 0; j < K; ++j)

@@ -237,12 +237,21 @@ void Model::prefetch(index_t g) const {
   prefetch_read(p + bytes - 1);  // the last line, where the block does not start on one
 }
 
-void Model::C_of(index_t g, MatrixXd& out) const {
-  if (selection_) {  // a re-indexing, scaled by powers of two: the same values as below, in one pass
+void Model::C_into(index_t g, double* out, index_t stride) const {
+  if (selection_) {  // a re-indexing, scaled by powers of two: the same values as C_of's, in one pass
     const double* packed = stats_->gram(g);
+    for (index_t e = 0; e < K * K; ++e) out[e * stride] = packed[cpack_[e]] * cscale_[e];
+    return;
+  }
+  thread_local MatrixXd C;
+  C_of(g, C);
+  for (index_t e = 0; e < K * K; ++e) out[e * stride] = C.data()[e];
+}
+
+void Model::C_of(index_t g, MatrixXd& out) const {
+  if (selection_) {
     out.resize(K, K);
-    double* o = out.data();
-    for (index_t e = 0; e < K * K; ++e) o[e] = packed[cpack_[e]] * cscale_[e];
+    C_into(g, out.data(), 1);
     return;
   }
   thread_local MatrixXd Z;

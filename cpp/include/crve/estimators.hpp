@@ -62,10 +62,12 @@ struct SeriesBatch {
   static constexpr index_t kMaxTerms = 24;
   /// C: the contrasts (K x q, or null), AC = A C.
   SeriesBatch(const MatrixXd& A, const MatrixXd* C, const MatrixXd* AC, bool full, Variant v);
-  /// tr(A C_g): the series applies where this is below kSeriesTrace.
-  double trace(const MatrixXd& Cg) const;
-  /// Puts cluster (C_g, s_g) into the next lane; true when the batch is full.
-  bool add(const MatrixXd& Cg, const double* s);
+  /// Where the next cluster's C_g goes: entry e = i + j K at next()[e * kLanes].
+  double* next() { return Cl_.data() + used_; }
+  /// tr(A C_g) of the C_g at next(): the series applies where this is below kSeriesTrace.
+  double next_trace() const;
+  /// Takes the C_g at next() with the score s_g as the next lane; true when the batch is full.
+  bool add(const double* s);
   index_t size() const { return used_; }
   /// phiV, D, E for the lanes in use; the batch is then empty again (results stay until the next add).
   void run();

@@ -43,6 +43,8 @@ class Model {
   /// The working C_g = W_g'W_g (scaled), read from the statistics (a re-indexing when X has an
   /// intercept column) into `out`.
   void C_of(index_t g, MatrixXd& out) const;
+  /// The same C_g written to out[e * stride], e = i + j K (column-major entries, strided).
+  void C_into(index_t g, double* out, index_t stride) const;
   /// Prefetches cluster g's block (read next by C_of).
   void prefetch(index_t g) const;
   /// The working column sums 1'W_g (scaled, K) and the working response's sum 1'y_g (at K).
