@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["satterthwaite", "htz_pieces", "parse_dof"]
+__all__ = ["satterthwaite", "htz_pieces", "parse_dof", "correlation_scale"]
 
 DOF_RULES = ("auto", "G-1", "satterthwaite", "N-K", "normal")
 
@@ -57,13 +57,19 @@ def satterthwaite(omega: OmegaFn, R: np.ndarray) -> np.ndarray:
         return np.where(fro > 0, tr * tr / fro, np.nan)
 
 
+def correlation_scale(V: np.ndarray) -> np.ndarray:
+    """sqrt|diag V| (of each matrix in a stack), 1 where that is 0: V / (d d') is V's
+    correlation form, on which ranks do not depend on the units of the coefficients."""
+    d = np.sqrt(np.abs(np.diagonal(V, axis1=-2, axis2=-1)))
+    return np.where(d > 0, d, 1.0)
+
+
 def htz_pieces(omega: OmegaFn, R: np.ndarray) -> tuple[float, int]:
     """(nu, rank of Omega) for the HTZ test of the rows of R."""
     q = R.shape[0]
     Om = omega(R, True)["trace"]
     Om = (Om + Om.T) / 2
-    d = np.sqrt(np.abs(np.diag(Om)))
-    d = np.where(d > 0, d, 1.0)
+    d = correlation_scale(Om)
     w, V = np.linalg.eigh(Om / np.outer(d, d))
     keep = w > 1e-12 * max(w.max(), 0.0)
     W = (V[:, keep] / np.sqrt(w[keep])) @ V[:, keep].T / d  # (D^-1/2 Omega D^-1/2)^{-1/2} D^-1/2

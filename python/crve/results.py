@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core, _dist
-from .dof import htz_pieces, parse_dof, satterthwaite
+from .dof import correlation_scale, htz_pieces, parse_dof, satterthwaite
 
 __all__ = ["Result", "WaldTest", "ContrastTest", "CrveWarning", "normalize_variant", "VARIANTS"]
 
@@ -631,8 +631,7 @@ def covariance_rank(V: np.ndarray, tol: float | None = 1e-12) -> Any:
     >>> int(covariance_rank(np.diag([1e-20, 1.0])))
     2
     """
-    d = np.sqrt(np.abs(np.diagonal(V, axis1=-2, axis2=-1)))
-    d = np.where(d > 0, d, 1.0)
+    d = correlation_scale(V)
     return np.linalg.matrix_rank(V / (d[..., :, None] * d[..., None, :]), tol=tol, hermitian=True)
 
 
