@@ -33,3 +33,32 @@ def test_threads_give_the_serial_answers():
             for a, b in zip(serial, concurrent):
                 for key in a:
                     assert np.array_equal(a[key], b[key]), key
+
+
+def test_a_forked_child_runs_parallel_calls():
+    """The core keeps its worker threads between calls; a child made by fork (multiprocessing's
+    default on Linux) has none of them and must start its own rather than wait on the parent's."""
+    import os
+    import pickle
+
+    if not hasattr(os, "fork"):
+        return
+    parent = _job(3)  # the parent's pool threads now exist
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the same job, on two threads, then its answer up the pipe
+        import signal
+
+        signal.alarm(60)  # a child left waiting on threads it does not have dies, and the test fails
+        try:
+            with os.fdopen(write, "wb") as out:
+                pickle.dump(_job(3), out)
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as inp:
+        child = pickle.load(inp)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    for key in parent:
+        assert np.array_equal(parent[key], child[key]), key

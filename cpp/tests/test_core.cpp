@@ -1,16 +1,21 @@
 // C++ core tests, no Python: statistics against dense sums, estimators against dense textbook
 // formulas (every N_g x N_g block formed), shard addition, thread-count independence.
 #include <Eigen/Dense>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "crve/bootstrap.hpp"
 #include "crve/diagnostics.hpp"
 #include "crve/estimators.hpp"
 #include "crve/model.hpp"
+#include "crve/parallel.hpp"
 #include "crve/stats.hpp"
 
 using namespace crve;
@@ -170,7 +175,41 @@ static void test_diagnostics(const Data& d, const Model& m) {
   CHECK_CLOSE(MatrixXd(diag.partial.colwise().sum()), MatrixXd::Ones(1, K), 1e-12, "partial leverages sum to 1");
 }
 
+// The kept threads: every task runs once; an exception reaches the caller and the pool still
+// serves the next call; a call nested in a task and calls from two threads at once (the second
+// finds the pool busy and starts its own threads) all complete with the right sums.
+static void test_thread_pool() {
+  auto sum_of = [](index_t n, int threads) {
+    std::vector<index_t> hit(n, 0);
+    parallel_tasks(n, threads, [&](index_t t) { hit[t] += t + 1; });
+    index_t s = 0;
+    for (index_t t = 0; t < n; ++t) s += hit[t];
+    return s;
+  };
+  bool ok = sum_of(1000, 4) == 500500 && sum_of(7, 3) == 28;
+  bool thrown = false;
+  try {
+    parallel_tasks(100, 4, [](index_t t) {
+      if (t == 57) throw std::runtime_error("task 57");
+    });
+  } catch (const std::runtime_error& e) {
+    thrown = std::string(e.what()) == "task 57";
+  }
+  ok = ok && thrown && sum_of(1000, 4) == 500500;
+  std::atomic<index_t> nested{0};
+  parallel_tasks(8, 4, [&](index_t) { nested += sum_of(100, 2); });
+  ok = ok && nested.load() == 8 * 5050;
+  index_t a = 0, b = 0;
+  std::thread other([&] { for (int r = 0; r < 50; ++r) a += sum_of(500, 2); });
+  for (int r = 0; r < 50; ++r) b += sum_of(500, 3);
+  other.join();
+  ok = ok && a == 50 * 125250 && b == 50 * 125250;
+  if (!ok) ++failures;
+  std::printf("%s thread pool: tasks, exceptions, nested and concurrent calls\n", ok ? "ok  " : "FAIL");
+}
+
 int main() {
+  test_thread_pool();
   const Data d = make_data(42, 400, 4, 23);
   const ClusterStats whole = stats_of(d, 0, 400, 2);
   const Model m(whole, 2);

@@ -3,10 +3,16 @@
 #pragma once
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <cstdint>
 #include <exception>
+#include <functional>
 #include <mutex>
 #include <thread>
 #include <vector>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #include "views.hpp"
 
@@ -17,6 +23,74 @@ inline int resolve_threads(int threads) {
   unsigned hw = std::thread::hardware_concurrency();
   return hw == 0 ? 1 : static_cast<int>(hw);
 }
+
+/// Threads kept between calls: a parallel call costs a wake-up, not a thread start (about 0.1 ms
+/// for two threads, plus the page faults of the new threads' stacks and thread-local buffers,
+/// paid on every call before: 3 calls per streamed batch). One job at a time: a call made while
+/// the pool is busy (another Python thread, or a call nested in a job) returns false and the
+/// caller starts threads of its own, as every call did before.
+class ThreadPool {
+ public:
+  static ThreadPool& instance() {
+    static ThreadPool* pool = [] {
+#if defined(__unix__) || defined(__APPLE__)
+      // A forked child has none of the parent's threads: it starts from a new, empty pool (the
+      // old one, whose mutexes may be held by threads that no longer exist, is abandoned).
+      pthread_atfork(nullptr, nullptr, [] { current() = new ThreadPool; });
+#endif
+      return current() = new ThreadPool;  // never destroyed: its threads wait until exit
+    }();
+    (void)pool;
+    return *current();
+  }
+
+  /// Runs work() on `extra` pool threads and on the caller; work must not throw. False (nothing
+  /// run) when the pool is busy.
+  bool run(int extra, const std::function<void()>& work) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    if (!busy.owns_lock()) return false;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      while (static_cast<int>(threads_.size()) < extra) threads_.emplace_back([this] { loop(); });
+      job_ = &work;
+      wanted_ = extra;
+      taken_ = finished_ = 0;
+      ++generation_;
+    }
+    wake_.notify_all();
+    work();
+    std::unique_lock<std::mutex> lock(m_);
+    done_.wait(lock, [&] { return finished_ == wanted_; });
+    job_ = nullptr;
+    return true;
+  }
+
+ private:
+  static ThreadPool*& current() {
+    static ThreadPool* p = nullptr;
+    return p;
+  }
+  void loop() {
+    std::uint64_t seen = 0;
+    std::unique_lock<std::mutex> lock(m_);
+    for (;;) {
+      wake_.wait(lock, [&] { return generation_ != seen && taken_ < wanted_; });
+      seen = generation_;
+      ++taken_;
+      const std::function<void()>* job = job_;
+      lock.unlock();
+      (*job)();
+      lock.lock();
+      if (++finished_ == wanted_) done_.notify_one();
+    }
+  }
+  std::mutex busy_, m_;
+  std::condition_variable wake_, done_;
+  std::vector<std::thread> threads_;
+  const std::function<void()>* job_ = nullptr;
+  std::uint64_t generation_ = 0;
+  int wanted_ = 0, taken_ = 0, finished_ = 0;
+};
 
 /// Runs fn(state, task) for task in [0, n_tasks) on up to `threads` threads, at least `grain`
 /// tasks per thread (cheap tasks are not worth a thread); each thread makes its own state with
@@ -42,11 +116,13 @@ void parallel_workers(index_t n_tasks, int threads, Make&& make, Fn&& fn, index_
       next.store(n_tasks);
     }
   };
-  std::vector<std::thread> pool;
-  pool.reserve(threads - 1);
-  for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
+  if (!ThreadPool::instance().run(threads - 1, worker)) {
+    std::vector<std::thread> own;
+    own.reserve(threads - 1);
+    for (int i = 1; i < threads; ++i) own.emplace_back(worker);
+    worker();
+    for (auto& th : own) th.join();
+  }
   if (error) std::rethrow_exception(error);
 }
 
