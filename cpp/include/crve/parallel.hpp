@@ -32,15 +32,16 @@ inline int resolve_threads(int threads) {
 class ThreadPool {
  public:
   static ThreadPool& instance() {
-    static ThreadPool* pool = [] {
+    static const bool made = [] {  // once per process
 #if defined(__unix__) || defined(__APPLE__)
       // A forked child has none of the parent's threads: it starts from a new, empty pool (the
       // old one, whose mutexes may be held by threads that no longer exist, is abandoned).
       pthread_atfork(nullptr, nullptr, [] { current() = new ThreadPool; });
 #endif
-      return current() = new ThreadPool;  // never destroyed: its threads wait until exit
+      current() = new ThreadPool;  // never destroyed: its threads wait until exit
+      return true;
     }();
-    (void)pool;
+    (void)made;
     return *current();
   }
 
