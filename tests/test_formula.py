@@ -159,6 +159,23 @@ def test_missing_drop_counts_and_equals_complete_cases():
     assert crve.ols("G3 ~ absences", df2, cluster="school").n_dropped == 0
 
 
+def test_float_columns_are_scanned_for_nan_only_when_the_statistics_are_not_finite(monkeypatch):
+    from crve._frame import Frame
+
+    scanned = []
+    original = Frame.missing
+    monkeypatch.setattr(Frame, "missing", lambda self, name: scanned.append(name) or original(self, name))
+    df = students(6)
+    res = crve.ols("G3 ~ absences + studytime", df, cluster="school")
+    assert scanned == [] and res.n_dropped == 0  # no float column read for NaN
+    df.loc[[3, 9], "absences"] = np.nan
+    res = crve.ols("G3 ~ absences + studytime", df, cluster="school")
+    assert sorted(scanned) == ["G3", "absences", "studytime"]
+    assert res.n_dropped == 2 and res.dropped_by == {"absences": 2}
+    ref = crve.ols("G3 ~ absences + studytime", df.drop(index=[3, 9]), cluster="school")
+    np.testing.assert_array_equal(res.bse.to_numpy(), ref.bse.to_numpy())
+
+
 def test_missing_raise_names_column_and_rows():
     df = students(7, missing=True)
     with pytest.raises(ValueError, match=r"column 'absences' has missing values in 3 rows \(first: 3, 50, 51\)"):

@@ -136,6 +136,14 @@ class Frame:
             return s
         return pd.Series(s, copy=False)
 
+    def plain_float(self, name: str) -> bool:
+        """A numpy-backed float column: its only missing values are NaN, which the statistics
+        pass finds by itself (a NaN makes a sum of squares NaN)."""
+        if self.kind not in ("pandas", "dict"):
+            return False
+        dtype = getattr(self._src[name], "dtype", None)
+        return isinstance(dtype, np.dtype) and dtype.kind == "f"
+
     def missing(self, name: str) -> np.ndarray | None:
         """Boolean mask of missing rows, or None when the column cannot hold missing values."""
         s = self._src[name]

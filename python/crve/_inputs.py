@@ -184,6 +184,10 @@ def as_design(y: Any, X: Any, clusters: Any = None, names: Sequence[str] | None 
     return Design(yv, Xv, names, codes, labels, n_slots)
 
 
+class NonFiniteError(ValueError):
+    """NaN or inf in y or X, found by the statistics pass (a ValueError like every input error)."""
+
+
 def nonfinite_message(d: Design, column: int) -> str:
     """Message for a non-finite statistic in `column` (K means y): NaN/inf in data, or overflow."""
     K = d.X.shape[1]

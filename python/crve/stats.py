@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _core
-from ._inputs import Design, as_design, core_matrix, nonfinite_message
+from ._inputs import Design, NonFiniteError, as_design, core_matrix, nonfinite_message
 
 __all__ = ["ClusterStats"]
 
@@ -221,7 +221,7 @@ class ClusterStats:
         stats = cls(core, labels, d.names)
         bad = stats._nonfinite_column(threads)
         if bad is not None:
-            raise ValueError(nonfinite_message(d, bad))
+            raise NonFiniteError(nonfinite_message(d, bad))
         return stats
 
     def _nonfinite_column(self, threads: int | None = None) -> int | None:
@@ -332,7 +332,7 @@ def model_or_error(stats: ClusterStats, threads: int | None, design: Design | No
         names = stats.names
         if code == "nonfinite":
             if design is not None:
-                raise ValueError(nonfinite_message(design, index)) from None
+                raise NonFiniteError(nonfinite_message(design, index)) from None
             raise ValueError(f"non-finite statistics in {'y' if index >= stats.K else names[index]!r}") from None
         if code == "all_zero_column":
             raise ValueError(f"X column {names[index]!r} is all zero") from None
