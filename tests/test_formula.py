@@ -176,6 +176,24 @@ def test_float_columns_are_scanned_for_nan_only_when_the_statistics_are_not_fini
     np.testing.assert_array_equal(res.bse.to_numpy(), ref.bse.to_numpy())
 
 
+@pytest.mark.parametrize("formula, used", [
+    ("G3 ~ I(absences > 3)", ["G3", "absences"]),           # the transform maps NaN to False
+    ("G3 ~ np.nan_to_num(absences) + studytime", ["G3", "absences", "studytime"]),
+    ("G3 ~ C(absences)", ["G3", "absences"]),               # a float column as categories
+    ("G3 ~ studytime + C(absences)", ["G3", "absences", "studytime"]),
+    ("absences ~ studytime", ["absences", "studytime"]),    # (the outcome: found by the pass)
+])
+def test_a_nan_hidden_by_a_term_still_drops_its_row(formula, used):
+    """Where a term can turn a NaN into a finite number, the rows are found by a scan first, as
+    for every formula: a row with a missing value in any used column is dropped."""
+    df = students(6)
+    df.loc[[3, 9], "absences"] = np.nan
+    res = crve.ols(formula, df, cluster="school")
+    assert res.n_dropped == 2 and res.dropped_by == {"absences": 2}
+    ref = crve.ols(formula, df.dropna(subset=used), cluster="school")
+    np.testing.assert_array_equal(res.bse.to_numpy(), ref.bse.to_numpy())
+
+
 def test_missing_raise_names_column_and_rows():
     df = students(7, missing=True)
     with pytest.raises(ValueError, match=r"column 'absences' has missing values in 3 rows \(first: 3, 50, 51\)"):

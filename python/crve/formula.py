@@ -171,7 +171,7 @@ def frame_design(spec: Any, frame: Frame, cluster: Any, missing: str, context: A
     counts: dict[str, int] = {}
     # Unscanned float columns are left to the statistics pass only when nothing else is missing,
     # so that which rows drop, the counts and the first error are always those of a full scan.
-    lazy = {name for name in used if not scan_floats and frame.plain_float(name)}
+    lazy = set() if scan_floats else _nan_reaches_design(spec, frame)
     masks = [(name, None if name in lazy else frame.missing(name)) for name in used]
     if codes is not None:
         masks.append((", ".join(cluster_names) if cluster_names else "cluster", codes < 0))
@@ -195,6 +195,20 @@ def frame_design(spec: Any, frame: Frame, cluster: Any, missing: str, context: A
     y, X, names = _design(spec, frame, keep, N, used, context)
     cname = ", ".join(cluster_names) if cluster_names else (None if cluster_values is None else "cluster")
     return FrameDesign(y, X, names, codes, labels, n_slots, n_dropped, counts, cname)
+
+
+def _nan_reaches_design(spec: Any, frame: Frame) -> set[str]:
+    """Float columns whose NaN reach the design unchanged (so the statistics pass finds them):
+    the outcome and plain numeric terms, when crve builds every term itself. A transform can hide
+    a NaN (I(x > 0), np.nan_to_num(x)) and so can a categorical term (C(x)): those columns are
+    always scanned, and their rows dropped before the design is built."""
+    yname = _plain_column(spec.lhs[0])
+    terms = [_fast_term(t, frame) for t in spec.rhs]
+    if yname is None or yname not in frame or any(t is None for t in terms):
+        return set()
+    numeric = {col for kind, col, _ in terms if kind == "numeric"} | {yname}
+    numeric -= {col for kind, col, _ in terms if kind == "categorical"}
+    return {c for c in numeric if frame.plain_float(c)}
 
 
 # -- formula ----------------------------------------------------------------------------------
