@@ -79,6 +79,33 @@ def test_a_large_batch_is_added_in_slices(parquet_file):
     assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-12
 
 
+@pytest.mark.parametrize("step", [1, 3])
+def test_integer_labels_map_through_the_dense_table(monkeypatch, step):
+    """Integer labels are their own slots: once every slot up to the largest label is known, a
+    batch maps its clusters through a slice of the dense table (no hashing); only a batch with
+    a new label goes through the label index. Labels with gaps (step 3) never fill the table and
+    take the index every time. Either way: the in-memory answer."""
+    from crve.stream import _Accumulator, from_batches
+
+    rng = np.random.default_rng(5)
+    N, G = 40_000, 50
+    g = step * rng.integers(0, G, N)
+    g[-10:] = step * (G + 2)  # a label first seen in the last batch
+    df = pd.DataFrame({"g": g, "x": rng.normal(size=N)})
+    df["y"] = df.x + rng.normal(size=G + 3)[g // step] + rng.normal(size=N)
+    calls = []
+    original = _Accumulator._positions
+    monkeypatch.setattr(_Accumulator, "_positions", lambda self, labs: calls.append(len(labs)) or original(self, labs))
+    batches = pa.Table.from_pandas(df, preserve_index=False).to_batches(max_chunksize=2_000)
+    stats = from_batches(batches, "y", ["x"], "g", progress=False)
+    assert len(calls) == (2 if step == 1 else len(batches))
+    ref = crve.ols("y ~ x", df, cluster="g")
+    assert stats.n_clusters == G + 1 == ref.n_clusters
+    assert sorted(map(int, stats.labels)) == sorted(map(int, ref._stats.labels))
+    for v in ("CV1", "CV2"):
+        assert _rel(stats.fit(v).bse, ref.with_variant(v).bse) < 1e-12
+
+
 def test_parquet_dataset_directory(parquet_file, tmp_path):
     _, df = parquet_file
     for i in range(3):

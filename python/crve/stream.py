@@ -102,7 +102,39 @@ class _Accumulator:
         self.K, self.threads = K, threads
         self.total = None
         self.labels = None  # pandas Index of the cluster labels, in total's order
+        self.dense = None   # integer labels: dense[l] = position of label l (-1: not seen), from labels
         self.stage = np.empty(0)
+
+    def _refresh_dense(self) -> None:
+        """Rebuild ``dense`` from ``labels`` (non-negative integer labels in a range not much wider
+        than their count; otherwise there is none)."""
+        self.dense = None
+        labs = self.labels
+        if labs is None or len(labs) == 0 or labs.dtype.kind not in "iu":
+            return
+        vals = labs.to_numpy()
+        lo, hi = int(vals.min()), int(vals.max())
+        if lo >= 0 and hi < 4 * len(vals) + 1024:
+            self.dense = np.full(hi + 1, -1, dtype=np.int64)
+            self.dense[vals] = np.arange(len(vals), dtype=np.int64)
+
+    def _slot_map(self, codes: np.ndarray, slot_labels: Any, n_slots: int) -> np.ndarray:
+        """Position in ``total`` of every slot that has rows (-1 for the others): new labels are
+        appended. Integer labels used as codes (slot l holds label l) whose every slot is known
+        already are a slice of ``dense``: no count of the batch's codes, no hashing."""
+        d = self.dense
+        if (d is not None and n_slots <= len(d) and slot_labels.dtype.kind in "iu"
+                and np.array_equal(slot_labels, np.arange(n_slots))):
+            known = d[:n_slots]
+            if (known >= 0).all():
+                return known
+        present = np.flatnonzero(np.bincount(codes, minlength=int(n_slots)))
+        slot_map = np.full(int(n_slots), -1, dtype=np.int64)
+        known_before = 0 if self.labels is None else len(self.labels)
+        slot_map[present] = self._positions(slot_labels[present])
+        if len(self.labels) != known_before:
+            self._refresh_dense()
+        return slot_map
 
     def _positions(self, labs: Any) -> np.ndarray:
         """Rows of ``total`` for these labels (new labels appended), growing ``total`` if needed."""
@@ -146,10 +178,8 @@ class _Accumulator:
                 return False
             npack = (self.K + 2) * (self.K + 3) // 2
             self.total = _core.ClusterStats(self.K, shift, np.zeros((16, npack)))
-        present = np.flatnonzero(np.bincount(codes, minlength=int(n_slots)))
-        slot_map = np.full(int(n_slots), -1, dtype=np.int64)
         before = self.labels
-        slot_map[present] = self._positions(slot_labels[present])
+        slot_map = self._slot_map(codes, slot_labels, n_slots)
         need = _core.ClusterStats.stage_doubles(len(codes), self.K)
         if self.stage.size < need:
             self.stage = np.empty(need)
@@ -157,6 +187,7 @@ class _Accumulator:
                                check_finite=check):
             return True
         self.labels = None if before is None else self.labels[:len(before)]  # nothing added: forget new labels
+        self._refresh_dense()
         return False
 
     def finish(self, names: list[str], n_dropped: int, dropped_by: dict, yname: str) -> Any:
@@ -195,6 +226,8 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
     """A :class:`~crve.ClusterStats` built batch by batch from pyarrow record batches holding
     ``y``, ``x`` and ``cluster``. Rows with a missing value in any of them are dropped and
     counted (``stats.n_dropped``, ``stats.dropped_by``)."""
+    import pyarrow as pa
+
     from ._inputs import Columns, factorize_clusters
 
     x = list(x)
@@ -211,14 +244,17 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
                 continue
             values = {c: _float_column(batch.column(batch.schema.get_field_index(c)), c) for c in [y, *x]}
             labels = batch.column(batch.schema.get_field_index(cluster))
-            codes, slot_labels, n_slots = factorize_clusters(labels.to_pandas(), len(labels), allow_missing=True)
+            # Integer labels without nulls: the numpy view (no pandas Series), and no code is -1.
+            plain = pa.types.is_integer(labels.type) and labels.null_count == 0
+            codes, slot_labels, n_slots = factorize_clusters(labels.to_numpy() if plain else labels.to_pandas(),
+                                                             len(labels), allow_missing=True)
 
             def design(vals: dict, n: int) -> Columns:
                 cols = [vals[c] for c in x]
                 return Columns(([np.broadcast_to(np.float64(1.0), (n,))] if intercept else []) + cols)
 
             # Fast path: no missing label and (checked in the core while the rows are read) no NaN.
-            if (codes >= 0).all() and acc.add(values[y], design(values, n_rows), codes, slot_labels, n_slots):
+            if (plain or (codes >= 0).all()) and acc.add(values[y], design(values, n_rows), codes, slot_labels, n_slots):
                 if bar is not None:
                     bar.update(n_rows)
                 continue
