@@ -89,11 +89,15 @@ def ols(formula: str, data: Any, cluster: Any = None, *, vcov: str | None = None
     fd = frame_design(spec, frame, cluster, missing, context, scan_floats=False)
     if vcov is None:
         vcov = "CV1" if fd.codes is not None else "HC1"
+
+    def fit(fd: FrameDesign) -> Result:
+        return fit_design(Design(fd.y, fd.X, fd.names, fd.codes, fd.labels, fd.n_slots), vcov, dof, threads, named=True)
+
     try:
-        res = fit_design(Design(fd.y, fd.X, fd.names, fd.codes, fd.labels, fd.n_slots), vcov, dof, threads, named=True)
+        res = fit(fd)
     except NonFiniteError:
         fd = frame_design(spec, frame, cluster, missing, context)
-        res = fit_design(Design(fd.y, fd.X, fd.names, fd.codes, fd.labels, fd.n_slots), vcov, dof, threads, named=True)
+        res = fit(fd)
     res.formula = formula
     res.depvar = str(spec.lhs)
     res.n_dropped = fd.n_dropped
