@@ -106,6 +106,28 @@ def test_integer_labels_map_through_the_dense_table(monkeypatch, step):
         assert _rel(stats.fit(v).bse, ref.with_variant(v).bse) < 1e-12
 
 
+@pytest.mark.parametrize("k", [1, 2, 6, 7, 10, 11, 14, 18])
+def test_a_streamed_intercept_is_left_out_of_the_staged_copy(k):
+    """A streamed batch's intercept is a broadcast 1.0 equal to its shift, so it is zero in every
+    shifted row: the core's staged copy (many clusters) leaves it out, in rows of the K + 1 other
+    lanes padded to a multiple of 4. The statistics are bit for bit those of a batch whose
+    intercept is a real column of ones (all K + 2 lanes staged), for row widths 3 to 20."""
+    from crve.stream import from_batches
+
+    rng = np.random.default_rng(k)
+    N, G = 24_000, 3_000
+    xs = [f"x{j}" for j in range(k)]
+    df = pd.DataFrame({"g": rng.integers(0, G, N), **{c: rng.normal(size=N) for c in xs}, "one": 1.0})
+    df["y"] = df[xs].sum(axis=1) + rng.normal(size=G)[df.g] + rng.normal(size=N)
+    batches = pa.Table.from_pandas(df, preserve_index=False).to_batches(max_chunksize=6_000)
+    live = from_batches(batches, "y", xs, "g", progress=False)
+    ones = from_batches(batches, "y", ["one"] + xs, "g", intercept=False, progress=False)
+    assert list(live._core.shift) == list(ones._core.shift)
+    assert np.array_equal(live._core.packed, ones._core.packed)
+    ref = crve.ols("y ~ " + " + ".join(xs), df, cluster="g")
+    assert _rel(live.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-12
+
+
 def test_parquet_dataset_directory(parquet_file, tmp_path):
     _, df = parquet_file
     for i in range(3):

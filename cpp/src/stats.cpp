@@ -45,41 +45,55 @@ inline __attribute__((always_inline)) void gram_fixed(double* __restrict acc, co
   }
 }
 
-// Register tile: acc rows [i0, i0 + TI) times column groups [0, NV) of 8 (those holding j <= i),
-// TI x NV independent accumulators (8 or more: FMA latency hidden), each row of Z loaded once per
-// tile. Rows i >= P of the tile (padding, z_i = 0) are computed but not stored.
-template <int TI, int NV>
+// Register tile: acc rows [i0, i0 + TI) times column groups [0, NV) of 8 and, with T4, one more
+// group of 4 (together the columns j <= i of the tile's rows), TI x (NV + T4) independent
+// accumulators (8 or more: FMA latency hidden), each row of Z loaded once per tile. Rows i >= P of
+// the tile (padding, z_i = 0) are computed but not stored.
+template <int TI, int NV, bool T4 = false>
 inline __attribute__((always_inline)) void gram_tile(double* __restrict acc, const double* __restrict Z, index_t n,
                                                      index_t PP, index_t i0, index_t P, bool fresh) {
   Row8 a[TI][NV];
-  for (int t = 0; t < TI; ++t)
+  Row4 c[TI];
+  for (int t = 0; t < TI; ++t) {
+    const bool load = i0 + t < P && !fresh;
     for (int v = 0; v < NV; ++v) {
-      if (i0 + t < P && !fresh) std::memcpy(&a[t][v], acc + (i0 + t) * PP + 8 * v, sizeof(Row8));
+      if (load) std::memcpy(&a[t][v], acc + (i0 + t) * PP + 8 * v, sizeof(Row8));
       else a[t][v] = Row8{};
     }
+    if (T4 && load) std::memcpy(&c[t], acc + (i0 + t) * PP + 8 * NV, sizeof(Row4));
+    else c[t] = Row4{};
+  }
   for (index_t r = 0; r < n; ++r) {
     const double* z = Z + r * PP;
     Row8 zv[NV];
+    Row4 z4{};
     for (int v = 0; v < NV; ++v) std::memcpy(&zv[v], z + 8 * v, sizeof(Row8));
+    if (T4) std::memcpy(&z4, z + 8 * NV, sizeof(Row4));
     for (int t = 0; t < TI; ++t) {
       const double b = z[i0 + t];
       for (int v = 0; v < NV; ++v) a[t][v] += b * zv[v];
+      if (T4) c[t] += b * z4;
     }
   }
-  for (int t = 0; t < TI && i0 + t < P; ++t)
+  for (int t = 0; t < TI && i0 + t < P; ++t) {
     for (int v = 0; v < NV; ++v) std::memcpy(acc + (i0 + t) * PP + 8 * v, &a[t][v], sizeof(Row8));
+    if (T4) std::memcpy(acc + (i0 + t) * PP + 8 * NV, &c[t], sizeof(Row4));
+  }
 }
 
-// PP a multiple of 8 up to 32: rows 0-7 in one tile of eight (one column group), then tiles of
-// four rows over the groups up to their last row.
+// PP a multiple of 4 from 8 to 32: rows 0-7 in one tile of eight (one column group), then tiles
+// of four rows over the columns up to their last row (groups of eight, then one of four).
 template <int PP>
 inline __attribute__((always_inline)) void gram_tiled(double* __restrict acc, const double* __restrict Z, index_t n,
                                                       index_t P, bool fresh) {
   gram_tile<8, 1>(acc, Z, n, PP, 0, P, fresh);
   for (index_t i0 = 8; i0 < P; i0 += 4) {
-    switch ((i0 + 3) / 8 + 1) {
-      case 2: gram_tile<4, 2>(acc, Z, n, PP, i0, P, fresh); break;
-      case 3: if constexpr (PP >= 24) gram_tile<4, 3>(acc, Z, n, PP, i0, P, fresh); break;
+    switch (i0 / 4) {  // the tile's columns: 0 .. i0 + 3
+      case 2: gram_tile<4, 1, true>(acc, Z, n, PP, i0, P, fresh); break;
+      case 3: gram_tile<4, 2>(acc, Z, n, PP, i0, P, fresh); break;
+      case 4: if constexpr (PP >= 20) gram_tile<4, 2, true>(acc, Z, n, PP, i0, P, fresh); break;
+      case 5: if constexpr (PP >= 24) gram_tile<4, 3>(acc, Z, n, PP, i0, P, fresh); break;
+      case 6: if constexpr (PP >= 28) gram_tile<4, 3, true>(acc, Z, n, PP, i0, P, fresh); break;
       default: if constexpr (PP >= 32) gram_tile<4, 4>(acc, Z, n, PP, i0, P, fresh); break;
     }
   }
@@ -104,8 +118,11 @@ CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, inde
   switch (PP) {
     case 4: return gram_fixed<4>(acc, Z, n, P, fresh);
     case 8: return gram_tiled<8>(acc, Z, n, P, fresh);
+    case 12: return gram_tiled<12>(acc, Z, n, P, fresh);
     case 16: return gram_tiled<16>(acc, Z, n, P, fresh);
+    case 20: return gram_tiled<20>(acc, Z, n, P, fresh);
     case 24: return gram_tiled<24>(acc, Z, n, P, fresh);
+    case 28: return gram_tiled<28>(acc, Z, n, P, fresh);
     case 32: return gram_tiled<32>(acc, Z, n, P, fresh);
     default: return gram_generic(acc, Z, n, P, PP, fresh);
   }
@@ -165,6 +182,8 @@ constexpr index_t kCheckRows = 2048;       // rows checked for NaN / inf at a ti
 
 // Row width of the blocks: 4, or a multiple of 8 (the tiled kernel's column groups).
 inline index_t padded(index_t P) { return P <= 4 ? 4 : (P + 7) / 8 * 8; }
+// Row width of the staged copy: a multiple of 4 (its traffic to memory is what costs there).
+inline index_t padded4(index_t P) { return (P + 3) / 4 * 4; }
 
 // Fills rows of the block Z from raw rows (x - m, 1, y - m_y); padding columns stay zero.
 // X held as one 2-D array (the usual case) is read through a single row pointer, with two
@@ -274,18 +293,16 @@ CRVE_MULTIVERSION void scatter_block(const double* rows, index_t n, index_t PP, 
     }
     double* dst = stage + at[codes[r]]++ * PP;
     const double* src = rows + r * PP;
-    if (PP % 8 == 0) {
-      for (index_t v = 0; v < PP; v += 8) {
-        Row8 t;
-        std::memcpy(&t, src + v, sizeof t);
-        std::memcpy(dst + v, &t, sizeof t);
-      }
-    } else {
-      for (index_t v = 0; v < PP; v += 4) {
-        Row4 t;
-        std::memcpy(&t, src + v, sizeof t);
-        std::memcpy(dst + v, &t, sizeof t);
-      }
+    index_t v = 0;
+    for (; v + 8 <= PP; v += 8) {
+      Row8 t;
+      std::memcpy(&t, src + v, sizeof t);
+      std::memcpy(dst + v, &t, sizeof t);
+    }
+    if (v < PP) {  // PP = 8 m + 4
+      Row4 t;
+      std::memcpy(&t, src + v, sizeof t);
+      std::memcpy(dst + v, &t, sizeof t);
     }
   }
 }
@@ -472,6 +489,41 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   // order and the kernel then reads the copy sequentially; random reads of up to K + 1 cache
   // lines per row (X held as separate columns) become random writes of two.
   const bool staged = !grouped && !table_mode && limits.stage != nullptr && limits.stage_size >= N * PP;
+  // The staged copy holds only z's live lanes, PS of them in rows of PPS doubles: a column given as
+  // a broadcast scalar equal to its shift (a streamed batch's intercept) is zero in every row, so
+  // it is left out of the copy and its entries of every block are zero (stage_lane: each kept
+  // lane's place in z). Its kernel works on the statistics of [X_live, 1, y].
+  std::vector<index_t> stage_lane;
+  MatrixView X_live;
+  std::vector<double> shift_live;
+  X_live.rows = N;
+  for (index_t k = 0; k < K; ++k) {
+    if (staged && X.stride[k] == 0 && X.col[k][0] == shift[k]) continue;
+    stage_lane.push_back(k);
+    X_live.add_column(X.col[k], X.stride[k]);
+    shift_live.push_back(shift[k]);
+  }
+  stage_lane.push_back(K);
+  stage_lane.push_back(K + 1);
+  shift_live.push_back(shift[K]);
+  const index_t PS = static_cast<index_t>(stage_lane.size()), PPS = staged ? padded4(PS) : PP;
+  const RowGather stage_gather{X_live, y, shift_live.data(), PS - 2, PPS};
+  const bool lanes_from_first = stage_lane.back() - stage_lane.front() == PS - 1;
+  // A staged cluster's square accumulator (PS x PPS) into its packed block.
+  auto put_staged = [&](double* dst, const double* acc) {
+    if (PS == P && PPS == PP) return put(dst, acc);
+    if (!adding) std::fill(dst, dst + out.npack(), 0.0);
+    for (index_t i = 0; i < PS; ++i) {
+      double* row = dst + stage_lane[i] * (stage_lane[i] + 1) / 2;
+      const double* a = acc + i * PPS;
+      if (lanes_from_first) {  // kept lanes contiguous (the intercept is the first column)
+        row += stage_lane[0];
+        for (index_t j = 0; j <= i; ++j) row[j] += a[j];
+      } else {
+        for (index_t j = 0; j <= i; ++j) row[stage_lane[j]] += a[j];
+      }
+    }
+  };
   // check_finite: nothing is written if a value is NaN or inf (staged: checked while copying).
   if (limits.check_finite && !staged) {
     std::vector<char> ok(n_count, 1);
@@ -573,7 +625,7 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
   }
   bulk_vector<std::uint32_t> order32;
   bulk_vector<std::int64_t> order64;
-  double* const rows_z = staged ? limits.stage : nullptr;  // staged: the rows' z in cluster order (N x PP)
+  double* const rows_z = staged ? limits.stage : nullptr;  // staged: the rows' live z in cluster order (N x PPS)
   index_t g_lo = 0, before = 0;  // rows of the clusters below g_lo
   for (index_t range = 0; range < n_ranges; ++range) {
     // Clusters [g_lo, g_hi) hold about N / n_ranges rows.
@@ -598,7 +650,7 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
           index_t* at = pos.data() + t * width;
           const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
           thread_local std::vector<double> block;
-          block.resize(kCheckRows * PP);
+          block.resize(kCheckRows * PPS);
           for (index_t b0 = lo; b0 < hi; b0 += kCheckRows) {
             const index_t b1 = std::min(hi, b0 + kCheckRows);
             // Checked a block at a time, just before it is copied (then read from L2).
@@ -609,11 +661,11 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
             // The block's rows assembled in order (cache-resident), then each moved whole to its
             // place: a few wide stores per row, not one per value, wait on the random lines.
             for (index_t i = b0; i < b1; ++i) {
-              double* z = block.data() + (i - b0) * PP;
-              gather(i, z);
-              for (index_t k = P; k < PP; ++k) z[k] = 0.0;
+              double* z = block.data() + (i - b0) * PPS;
+              stage_gather(i, z);
+              for (index_t k = PS; k < PPS; ++k) z[k] = 0.0;
             }
-            scatter_block(block.data(), b1 - b0, PP, codes + b0, at, rows_z);
+            scatter_block(block.data(), b1 - b0, PPS, codes + b0, at, rows_z);
           }
         });
         for (char f : finite)
@@ -660,7 +712,8 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
         acc.resize(sq);  // n >= 1: the first block overwrites it (fresh)
         if (staged) {
           for (index_t lo = 0; lo < n; lo += kBlockRows)
-            gram_update(acc.data(), rows_z + (first + lo) * PP, std::min(kBlockRows, n - lo), P, PP, lo == 0);
+            gram_update(acc.data(), rows_z + (first + lo) * PPS, std::min(kBlockRows, n - lo), PS, PPS, lo == 0);
+          return put_staged(dst, acc.data());
         } else if (grouped) {
           accumulate_rows(gather, [first](index_t r) { return first + r; }, n, acc.data(), Z, 0, true);
         } else if (narrow) {
