@@ -95,3 +95,37 @@ def test_formula_on_dask_with_late_level(client, frame):
     assert stats.names == list(ref.params.index) and "C(region)[T.zeta]" in stats.names
     assert stats.n_dropped == ref.n_dropped == 3
     assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-12
+
+
+def test_partitions_are_wrapped_without_a_copy(frame):
+    """A pandas partition's numpy columns become Arrow arrays over the same memory (a NaN stays a
+    value, dropped and counted like a null); strings go through pyarrow."""
+    import pyarrow as pa
+
+    from crve.dask import _to_batch
+
+    part = frame[["y", "x1", "x2", "firm"]]
+    batch = _to_batch(part)
+    for i, c in enumerate(["y", "x1", "x2"]):
+        assert batch.column(i).buffers()[1].address == part[c].to_numpy().ctypes.data
+    assert batch.column(0).null_count == 0 and int(np.isnan(batch.column(0).to_numpy()).sum()) == 2
+    t = batch.column(3).type
+    assert (pa.types.is_string(t) or pa.types.is_large_string(t)) and batch.schema.names == ["y", "x1", "x2", "firm"]
+
+
+def test_stats_sum_is_adding_in_order(frame):
+    """ClusterStats.sum (the tree reduction's node) merges the labels once and adds every part
+    into one result: bit for bit the chained a + b + c, over shards with different shifts and
+    clusters."""
+    parts = [crve.ClusterStats.from_arrays(df.y, np.column_stack([np.ones(len(df)), df.x1]), df.firm)
+             for df in (frame.dropna().iloc[i::3].iloc[: 5000 + 3000 * i] for i in range(3))]
+    assert len({tuple(p._core.shift) for p in parts}) == 3
+    total, chained = crve.ClusterStats.sum(parts), parts[0] + parts[1] + parts[2]
+    assert list(total.labels) == list(chained.labels) and np.array_equal(total._core.packed, chained._core.packed)
+    assert total.nobs == sum(p.nobs for p in parts)
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        crve.ClusterStats.sum([])
+    other = crve.ClusterStats.from_arrays(frame.dropna().y, frame.dropna()[["x1", "x2"]].to_numpy(), frame.dropna().firm,
+                                          names=["x1", "x2"])
+    with pytest.raises(ValueError, match="different columns"):
+        crve.ClusterStats.sum([parts[0], other])

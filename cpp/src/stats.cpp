@@ -763,20 +763,23 @@ void ClusterStats::add(const ClusterStats& other, const std::int64_t* map) {
     same = same && d == 0.0;
   }
   forget_total();
-  Eigen::MatrixXd S = Eigen::MatrixXd::Identity(P, P);
-  S.col(K_) += delta;
+  // With z_new = z_old + delta z_K (z_K = 1): Z_new = Z + delta c' + c delta' + n delta delta',
+  // where c = Z e_K (the sums of z) and n = Z_KK, added entry by entry (no temporaries).
+  std::vector<double> c(P);
   for (index_t h = 0; h < other.G_; ++h) {
     const index_t g = map[h];
     if (g < 0 || g >= G_) throw InputError(InputError::BadCode, h, "cluster map out of range");
     double* dst = gram(g);
+    const double* src = other.gram(h);
     if (same) {
-      const double* src = other.gram(h);
       for (index_t e = 0; e < np; ++e) dst[e] += src[e];
-    } else {
-      const Eigen::MatrixXd Z = S * other.block(h) * S.transpose();
-      for (index_t i = 0; i < P; ++i)
-        for (index_t j = 0; j <= i; ++j) dst[i * (i + 1) / 2 + j] += Z(i, j);
+      continue;
     }
+    for (index_t i = 0; i < P; ++i) c[i] = i <= K_ ? src[K_ * (K_ + 1) / 2 + i] : src[i * (i + 1) / 2 + K_];
+    const double n = c[K_];
+    for (index_t i = 0; i < P; ++i)
+      for (index_t j = 0; j <= i; ++j)
+        dst[i * (i + 1) / 2 + j] += src[i * (i + 1) / 2 + j] + delta[i] * c[j] + c[i] * delta[j] + n * delta[i] * delta[j];
   }
 }
 

@@ -16,7 +16,6 @@ True
 from __future__ import annotations
 
 import functools
-import operator
 from typing import Any, Sequence
 
 from .stream import merge_counts
@@ -34,7 +33,7 @@ def _partition_stats(part: Any, spec: dict) -> tuple:
     used = spec["used"]
     if len(part) == 0:
         return None, 0, {}
-    batch = pa.RecordBatch.from_pandas(part[used], preserve_index=False)
+    batch = _to_batch(part[used])
     try:
         if spec["formula"] is None:
             stats = from_batches([batch], spec["y"], spec["x"], spec["cluster"], intercept=spec["intercept"],
@@ -50,10 +49,30 @@ def _partition_stats(part: Any, spec: dict) -> tuple:
         return None, len(part), {c: int(v) for c, v in na.items() if v}
 
 
+def _to_batch(frame: Any) -> Any:
+    """The partition as an Arrow record batch: numpy-backed numeric columns wrapped without a copy
+    (a NaN stays a NaN value, which the statistics drop and count exactly as a null; pyarrow's
+    ``from_pandas`` would copy each column to turn NaN into nulls: 35 ms a million rows), other
+    columns (strings, categoricals, nullable dtypes) converted by pyarrow."""
+    import numpy as np
+    import pyarrow as pa
+
+    arrays = []
+    for name in frame.columns:
+        col = frame[name]
+        if isinstance(col.dtype, np.dtype) and col.dtype.kind in "fiu":
+            arrays.append(pa.array(col.to_numpy(), from_pandas=False))
+        else:
+            arrays.append(pa.Array.from_pandas(col))
+    return pa.RecordBatch.from_arrays(arrays, names=[str(c) for c in frame.columns])
+
+
 def _sum(*parts: tuple) -> tuple:
     """Sum of partition results (statistics add; counts of all-dropped partitions add)."""
+    from .stats import ClusterStats
+
     present = [p[0] for p in parts if p[0] is not None]
-    stats = functools.reduce(operator.add, present) if present else None
+    stats = ClusterStats.sum(present) if present else None
     return stats, sum(p[1] for p in parts), functools.reduce(merge_counts, [p[2] for p in parts], {})
 
 

@@ -14,6 +14,7 @@ Statistics of row shards add, clusters that span shards included::
 """
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Sequence
 
@@ -256,24 +257,45 @@ class ClusterStats:
         """Statistics of the union of two row sets; clusters with equal labels are merged."""
         if not isinstance(other, ClusterStats):
             return NotImplemented
-        if other.K != self.K:
-            raise ValueError(f"cannot add statistics with {self.K} and {other.K} columns")
-        if other.names != self.names:
-            raise ValueError(f"cannot add statistics with different columns: {self.names} vs {other.names}")
+        return ClusterStats.sum([self, other])
+
+    @staticmethod
+    def sum(parts: Sequence["ClusterStats"]) -> "ClusterStats":
+        """Statistics of the union of the parts' row sets (clusters with equal labels merged), in
+        one step: the labels are merged once and every part is added into one new result, so a
+        tree reduction of many shards does not build the intermediate sums of ``a + b + c ...``.
+        Equal to adding them in order.
+
+        >>> import numpy as np, crve
+        >>> rng = np.random.default_rng(0)
+        >>> X = np.column_stack([np.ones(90), rng.normal(size=90)]); y = rng.normal(size=90)
+        >>> g = np.arange(90) % 9
+        >>> parts = [crve.ClusterStats.from_arrays(y[s], X[s], g[s]) for s in np.array_split(np.arange(90), 3)]
+        >>> total = crve.ClusterStats.sum(parts)
+        >>> bool(np.allclose(total.fit().bse, crve.cluster_robust(y, X, g).bse, rtol=1e-12))
+        True
+        """
+        parts = list(parts)
+        if not parts or not all(isinstance(p, ClusterStats) for p in parts):
+            raise TypeError("ClusterStats.sum needs a non-empty sequence of ClusterStats")
+        first = parts[0]
+        for other in parts[1:]:
+            if other.K != first.K:
+                raise ValueError(f"cannot add statistics with {first.K} and {other.K} columns")
+            if other.names != first.names:
+                raise ValueError(f"cannot add statistics with different columns: {first.names} vs {other.names}")
         import pandas as pd
 
         from .stream import merge_counts
 
-        union = pd.Index(self.labels).append(pd.Index(other.labels)).unique()
-        pos_self = union.get_indexer(self.labels).astype(np.int64)
-        pos_other = union.get_indexer(other.labels).astype(np.int64)
-        empty = np.zeros((len(union), (self.K + 2) * (self.K + 3) // 2))
-        core = _core.ClusterStats(self.K, list(self._core.shift), empty)
-        core.add(self._core, pos_self)
-        core.add(other._core, pos_other)
-        out = ClusterStats(core, np.asarray(union), self.names)
-        out.n_dropped = self.n_dropped + other.n_dropped
-        out.dropped_by = merge_counts(self.dropped_by, other.dropped_by)
+        union = pd.Index(first.labels).append([pd.Index(p.labels) for p in parts[1:]]).unique()
+        empty = np.zeros((len(union), (first.K + 2) * (first.K + 3) // 2))
+        core = _core.ClusterStats(first.K, list(first._core.shift), empty)
+        for p in parts:
+            core.add(p._core, union.get_indexer(p.labels).astype(np.int64))
+        out = ClusterStats(core, np.asarray(union), first.names)
+        out.n_dropped = sum(p.n_dropped for p in parts)
+        out.dropped_by = functools.reduce(merge_counts, [p.dropped_by for p in parts], {})
         return out
 
     def __radd__(self, other: Any) -> "ClusterStats":
