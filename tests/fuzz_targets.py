@@ -192,8 +192,101 @@ def target_cli_files(inp) -> None:
         target_cli_args(["fit", path, "-f", formula, *cluster])
 
 
+# -- target 5: streaming and Dask partitions against the in-memory fit --------------------------
+_values = st.one_of(st.integers(-3, 3).map(float), st.floats(-100, 100, width=32).map(float),
+                    st.sampled_from([float("nan"), float("inf"), 1e6]))
+
+
+@st.composite
+def stream_inputs(draw):
+    N = draw(st.integers(0, 40))
+    K = draw(st.integers(0, 3))
+    data = {"y": draw(st.lists(_values, min_size=N, max_size=N))}
+    for k in range(K):
+        data[f"x{k}"] = draw(st.lists(_values, min_size=N, max_size=N))
+    kind = draw(st.sampled_from(["int", "int", "gaps", "str", "float"]))
+    labels = draw(st.lists(st.integers(0, draw(st.integers(0, 12))), min_size=N, max_size=N))
+    missing = draw(st.lists(st.booleans(), min_size=N, max_size=N)) if draw(st.booleans()) else [False] * N
+    if kind == "gaps":
+        labels = [1000 * v - 7 for v in labels]
+    g = [None if m else (f"c{v}" if kind == "str" else float(v) if kind == "float" else v)
+         for v, m in zip(labels, missing)]
+    cuts = sorted(draw(st.lists(st.integers(0, N), max_size=4)))
+    return data, g, draw(st.integers(1, 9)), cuts, draw(st.booleans()), draw(st.sampled_from(["CV1", "CV2", "CV3"]))
+
+
+def _outcome(fn):
+    """(result, None) or (None, the clean error); anything else propagates (a finding)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fn(), None
+    except CLEAN as exc:
+        return None, exc
+
+
+def target_stream(inp) -> None:
+    """The rows streamed in batches of 1-9 (crve.stream.from_batches) and cut into Dask-style
+    partitions (crve.dask's own partition function, added by ClusterStats.sum) give the
+    in-memory fit: the same rows, drops by column, clusters, coefficients and SEs; or all three
+    refuse the data with a clean error."""
+    import pandas as pd
+    import pyarrow as pa
+
+    from crve.dask import _finish, _partition_stats, _sum
+    from crve.stream import from_batches
+
+    data, g, batch_rows, cuts, intercept, variant = inp
+    df = pd.DataFrame(data)
+    df["g"] = pd.Series(g, dtype="Int64") if all(v is None or isinstance(v, int) for v in g) else pd.Series(g, dtype=object)
+    x = [c for c in df.columns if c.startswith("x")]
+    formula = "y ~ " + (" + ".join(x) if x else "1") + ("" if intercept else " - 1")
+    if not x and not intercept:
+        return
+    ref, ref_err = _outcome(lambda: crve.ols(formula, df, cluster="g", vcov=variant))
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    spec = {"formula": None, "y": "y", "x": x, "cluster": "g", "intercept": intercept, "used": ["y", *x, "g"]}
+    bounds = [0, *cuts, len(df)]
+    streamed = {
+        "stream": lambda: from_batches(table.to_batches(max_chunksize=batch_rows), "y", x, "g", intercept=intercept,
+                                       threads=2, progress=False),
+        "dask": lambda: _finish(_sum(*[_partition_stats(df.iloc[a:b], spec) for a, b in zip(bounds, bounds[1:])])),
+    }
+    for path, build in streamed.items():
+        res, err = _outcome(lambda: build().fit(variant))
+        assert (res is None) == (ref is None), f"{path}: {err!r} but in memory {ref_err!r}"
+        if res is None:
+            continue
+        _check_result(res)
+        assert res.nobs == ref.nobs and res.n_clusters == ref.n_clusters, f"{path}: other rows or clusters"
+        assert res.n_dropped == ref.n_dropped, f"{path}: {res.n_dropped} rows dropped, in memory {ref.n_dropped}"
+        # Accuracy: what crve states for the design (about 100 eps / rcond relative to the norm;
+        # the in-memory fit polishes from the rows, statistics alone cannot), with 10x slack.
+        tol = 1e-7 + 1e3 * np.finfo(float).eps / float(res._model.rcond)
+        if any("fitted from cluster statistics alone" in n for n in res.notes):  # a near-exact fit, said
+            tol += 10 * np.finfo(float).eps * float(res._model.tss) / res.ssr
+        scale = np.abs(ref._params).max() + 1e-300
+        assert np.allclose(res._params, ref._params, rtol=tol, atol=tol * scale), f"{path}: other coefficients"
+        # Variances, not SEs: both sides' covariances are accurate relative to their norm, and the
+        # square root of a variance that is zero up to rounding is that rounding's square root.
+        if variant != "CV1" or any("fits the data exactly" in n for n in ref.notes + res.notes):
+            continue  # CV2 / CV3 share CV1's statistics and their code with the in-memory fit; an exact fit's SEs are noise
+        # A variance that is zero in exact arithmetic comes out as rounding noise of the scores,
+        # about (eps |A| |x| (|y| + |x| |b|))^2 (times the small-sample factor): an absolute floor.
+        rows = df.dropna(subset=["y", *x]).loc[lambda d: d.g.notna()]
+        Xa = np.abs(rows[x].to_numpy(float))
+        if intercept:
+            Xa = np.column_stack([np.ones(len(rows)), Xa])
+        terms = (Xa * (np.abs(rows.y.to_numpy(float)) + Xa @ np.abs(ref._params))[:, None]).sum(axis=0).max()
+        bread = np.abs(np.asarray(ref._model.bread())).sum(axis=1).max()
+        floor = 10 * len(rows) * (1e3 * np.finfo(float).eps * bread * terms) ** 2
+        var, ref_var = np.diag(res._cov), np.diag(ref._cov)
+        assert np.allclose(var, ref_var, rtol=tol, atol=tol * ref_var.max() + floor), f"{path}: other variances"
+
+
 TARGETS = {"arrays": (target_arrays, array_inputs()), "formula": (target_formula, formula_inputs()),
-           "cli_args": (target_cli_args, _cli_argv), "cli_files": (target_cli_files, csv_files())}
+           "cli_args": (target_cli_args, _cli_argv), "cli_files": (target_cli_files, csv_files()),
+           "stream": (target_stream, stream_inputs())}
 
 
 def run(name: str, examples: int, seed: int | None = None) -> float:

@@ -11,7 +11,8 @@ sys.path.insert(0, os.path.dirname(__file__))
 import fuzz_targets  # noqa: E402
 
 
-@pytest.mark.parametrize("name,examples", [("arrays", 300), ("formula", 200), ("cli_args", 300), ("cli_files", 100)])
+@pytest.mark.parametrize("name,examples", [("arrays", 300), ("formula", 200), ("cli_args", 300), ("cli_files", 100),
+                                           ("stream", 200)])
 def test_fuzz_target(name, examples):
     pytest.importorskip("polars")
     pytest.importorskip("pyarrow")

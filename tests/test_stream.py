@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import tracemalloc
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -148,6 +149,9 @@ def test_missing_values_are_dropped_and_counted(tmp_path):
     assert stats.n_dropped == 5 and stats.dropped_by == {"y": 2, "x1": 3, "school": 1}
     ref = crve.ols("y ~ x1", df, cluster="school")
     assert ref.n_dropped == 5 and _rel(stats.fit().bse, ref.bse) < 1e-12
+    # A fit of the statistics says so too (found by the stream fuzz target: it said 0).
+    res = stats.fit("CV2")
+    assert res.n_dropped == 5 and res.dropped_by == stats.dropped_by and "5 rows with missing values dropped" in res.summary()
 
 
 def test_many_clusters_late_missing_values_new_labels_and_inf(tmp_path):
@@ -294,3 +298,25 @@ def test_cli_fit_streams_parquet(tmp_path, capsys):
     ref = crve.ols("y ~ x1 + C(region)", df, cluster="school")
     assert out["nobs"] == ref.nobs and out["n_dropped"] == 2
     assert out["coefficients"][1]["std_error"] == pytest.approx(ref.bse["x1"], rel=1e-12)
+
+
+def test_a_near_exact_fit_from_statistics_alone_says_its_digits():
+    """With the rows at hand a near-exact fit is polished from its own residuals; statistics alone
+    (streamed, Dask, from_sums) form the scores X_g'e_g by cancellation, about eps TSS / SSR
+    relative error. crve says how many digits are left (found by the stream fuzz target: the
+    streamed SE below agreed with the in-memory one to 3e-5, silently)."""
+    from crve.stream import from_batches
+
+    df = pd.DataFrame({"y": [1.0, 0, 0, 0, 0, 0, 0], "x": [1e6, 0, 0, 0, 0, 0, 1.86328125], "g": [0, 0, 0, 0, 1, 0, 1]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ref = crve.ols("y ~ x - 1", df, cluster="g")
+        stats = from_batches(pa.Table.from_pandas(df).to_batches(max_chunksize=2), "y", ["x"], "g", intercept=False,
+                             progress=False)
+        res = stats.fit("CV1")
+    said = [str(w.message) for w in caught if "cluster statistics alone" in str(w.message)]
+    assert len(said) == 1 and not any("statistics alone" in n for n in ref.notes)
+    digits = float(said[0].split("keep about ")[1].split()[0])
+    assert 3 <= digits <= 5  # eps TSS / SSR = 6e-5
+    err = abs(res.bse.iloc[0] / ref.bse.iloc[0] - 1)
+    assert 10.0 ** -(digits + 2) < err < 10.0 ** -(digits - 1)  # the stated digits are the digits left

@@ -131,8 +131,6 @@ def _ols_file(formula: str, path: str, cluster: Any, vcov: str | None, dof: Any,
     res = stats.fit(vcov or "CV1", dof, threads=threads)
     res.formula = formula
     res.depvar = str(_parse(formula).lhs)
-    res.n_dropped = stats.n_dropped
-    res.dropped_by = dict(stats.dropped_by)
     res.cluster_name = cluster if isinstance(cluster, str) else ", ".join(cluster)
     return res
 

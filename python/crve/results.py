@@ -24,6 +24,10 @@ _ALIASES = {"CR2": "CV2", "STATA": "CV1", "CR0": "CV0", "CR1S": "CV1", "CLASSICA
 
 FEW_CLUSTERS = 30  # below this many clusters the summary notes that CV1 t tests can over-reject
 EXACT_FIT = 1e-12  # SSR / TSS below this: an exact fit (R^2 = 1 to rounding)
+# A fit from cluster statistics alone (no rows: streamed, Dask, from_sums) forms its residual-based
+# quantities (scores X_g'e_g, SSR) by cancellation, about eps TSS / SSR relative error (measured:
+# tests/fuzz_targets.py, stream target); below this SSR / TSS (8 digits left or fewer) crve says so.
+NEAR_EXACT_STATS = 1e-8
 ILL_CONDITIONED = 1e-9  # rcond of the scaled X'X below which crve warns (about 5 digits or fewer left)
 # A cluster (row, for HC) whose leverage is this close to one, but not one, makes the CV2/CV3
 # (HC2/HC3) adjustment (1 - h)^(-1/2 or -1) amplify rounding: about 100 eps / (1 - h) relative
@@ -222,7 +226,9 @@ class Result:
         res = cls(variant="", dof_rule=None, names=stats.names, nobs=int(round(model.N)), n_clusters=G,
                   _params=params, _cov=np.empty(0), _df=np.empty(0), _model=model,
                   _stats=stats, _data=data, _singletons=singletons, _threads=0 if threads is None else int(threads),
-                  _named=named, _ssr=ssr, _bread=bread)
+                  _named=named, _ssr=ssr, _bread=bread,
+                  # rows a streaming constructor dropped for missing values (ols sets its own)
+                  n_dropped=int(getattr(stats, "n_dropped", 0)), dropped_by=dict(getattr(stats, "dropped_by", {})))
         out = res._with(variant, dof)
         rcond = float(model.rcond)
         if rcond < ILL_CONDITIONED:
@@ -328,6 +334,14 @@ class Result:
             msg = ("the model fits the data exactly (residual sum of squares below 1e-12 of the total): the "
                    "residuals are rounding noise, so standard errors are zero up to rounding and tests are not "
                    "meaningful")
+            self.notes.append(msg)
+            warnings.warn(msg, CrveWarning, stacklevel=4)
+        tss = max(float(self._model.tss), 0.0)
+        if self._ssr is None and not self._exact_fit() and self.ssr < NEAR_EXACT_STATS * tss:
+            digits = -np.log10(np.finfo(float).eps * tss / self.ssr)
+            msg = (f"the model fits almost exactly (residual sum of squares {self.ssr / tss:.1e} of the total) and "
+                   "was fitted from cluster statistics alone, with no rows to refine the residuals from: standard "
+                   f"errors and tests keep about {digits:.0f} significant digits")
             self.notes.append(msg)
             warnings.warn(msg, CrveWarning, stacklevel=4)
         if float(self._model.rcond) < ILL_CONDITIONED:
