@@ -129,3 +129,21 @@ def test_stats_sum_is_adding_in_order(frame):
                                           names=["x1", "x2"])
     with pytest.raises(ValueError, match="different columns"):
         crve.ClusterStats.sum([parts[0], other])
+
+
+def test_arrow_backed_partitions(client, frame):
+    """Partitions whose columns are Arrow-backed (dd.read_parquet(..., dtype_backend="pyarrow"))
+    are read in place, nulls included, for y / x and for formulas with categoricals."""
+    df = frame.copy()
+    df["region"] = np.where(np.arange(len(df)) % 3 == 0, "north", "south")
+    arrow = df.convert_dtypes(dtype_backend="pyarrow")
+    assert isinstance(arrow["x2"].dtype, pd.ArrowDtype) and arrow["x2"].isna().sum() == 2
+    ddf = dd.from_pandas(arrow, npartitions=5, sort=False)
+    stats = crve.dask.cluster_stats(ddf, y="y", x=["x1", "x2"], cluster="firm")
+    ref = crve.ols("y ~ x1 + x2", df, cluster="firm")
+    assert stats.n_dropped == ref.n_dropped == 3 and stats.dropped_by == {"y": 2, "x2": 2}
+    assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-12
+    fstats = crve.dask.cluster_stats(ddf, formula="y ~ x1 + C(region)", cluster="firm")
+    fref = crve.ols("y ~ x1 + C(region)", df, cluster="firm")
+    assert fstats.names == list(fref.params.index)
+    assert _rel(fstats.fit().bse, fref.bse) < 1e-12
