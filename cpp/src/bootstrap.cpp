@@ -172,14 +172,8 @@ struct DrawScratch {
   std::vector<double> W, tmp, acc, buf, Q;
 };
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
-#define CRVE_CLONES __attribute__((target_clones("default", "arch=x86-64-v3", "arch=x86-64-v4")))
-#else
-#define CRVE_CLONES
-#endif
-
 /// WeightGenerator::fill_lanes, with Rademacher signs made eight draws at a time in SIMD lanes.
-CRVE_CLONES void fill_weights(const WeightGenerator& gen, index_t b0, index_t nl, index_t g0, index_t g1, double* out,
+CRVE_MULTIVERSION void fill_weights(const WeightGenerator& gen, index_t b0, index_t nl, index_t g0, index_t g1, double* out,
                               index_t ld, double* scratch) {
   if (gen.kind != WeightKind::Rademacher || gen.enumerate) return gen.fill_lanes(b0, nl, g0, g1, out, ld, scratch);
   for (index_t j0 = 0; j0 < nl; j0 += 8) gen.rademacher_lanes8(b0 + j0, g0, g1, out + j0, ld);
@@ -244,7 +238,7 @@ __attribute__((always_inline)) inline void accumulate_rows(const WildProblem& p,
 }
 
 /// One chunk of Bc draws starting at draw `first`.
-CRVE_CLONES void chunk_kernel(const WildProblem& p, const WeightGenerator& gen, index_t first, index_t Bc, DrawScratch& s) {
+CRVE_MULTIVERSION void chunk_kernel(const WildProblem& p, const WeightGenerator& gen, index_t first, index_t Bc, DrawScratch& s) {
   const index_t K = p.K, q = p.q, nc = p.ncomp, rows = K + q;
   // Numerators and deltas: acc(i, :) = sum_c P(i, c) v_c.
   double* acc = s.acc.data();
