@@ -775,7 +775,7 @@ void ClusterStats::add(const ClusterStats& other, const std::int64_t* map) {
       for (index_t e = 0; e < np; ++e) dst[e] += src[e];
       continue;
     }
-    for (index_t i = 0; i < P; ++i) c[i] = i <= K_ ? src[K_ * (K_ + 1) / 2 + i] : src[i * (i + 1) / 2 + K_];
+    for (index_t i = 0; i < P; ++i) c[i] = src[pack_index(i, K_)];
     const double n = c[K_];
     for (index_t i = 0; i < P; ++i)
       for (index_t j = 0; j <= i; ++j)
