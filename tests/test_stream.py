@@ -129,6 +129,54 @@ def test_a_streamed_intercept_is_left_out_of_the_staged_copy(k):
     assert _rel(live.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-12
 
 
+@pytest.mark.parametrize("k", [1, 2, 5, 6, 9, 13, 21, 29, 30, 31])
+def test_the_columnwise_staged_copy_equals_the_rowwise_one(k):
+    """With many clusters the core stages each batch's rows in cluster order. Columns read in
+    order (or broadcast scalars: record batches) are loaded eight rows at a time and transposed in
+    registers; any other layout (here a row-major 2-D array) is copied a row at a time. Both
+    give the same statistics bit for bit: row widths 4 to 32 (and 36, where both take the row-wise
+    copy), batches whose chunks end 1 to 7 rows past a multiple of eight, a broadcast column that
+    stays live (it differs from the shift), and a NaN or inf anywhere refuses the whole batch."""
+    from crve import _core
+
+    rng = np.random.default_rng(k)
+    npack = (k + 2) * (k + 3) // 2
+    G = 2 * (1 << 20) // (8 * npack) + 500  # statistics past the table mode's 1 MB: staged
+    batches = [(rng.normal(size=(n, k)), rng.normal(size=n), rng.integers(0, G, n)) for n in (5003, 6, 40003)]
+    shift = list(batches[0][0][0]) + [float(batches[0][1][0])]
+    rowwise, colwise = (_core.ClusterStats(k, shift, np.zeros((G, npack))) for _ in range(2))
+    every = np.arange(G, dtype=np.int64)
+    stage = np.empty(_core.ClusterStats.stage_doubles(40003, k))
+
+    def add(X, y, codes, broadcast=None):
+        cols = [X[:, c].copy() for c in range(k)]
+        if broadcast is not None:
+            X = X.copy()
+            X[:, broadcast] = 2.5
+            cols[broadcast] = np.broadcast_to(2.5, (len(y),))
+        wide = np.zeros((len(y), k + 1))  # rows k + 1 apart: never read column-wise, even for k = 1
+        wide[:, :k] = X
+        a = rowwise.add_rows(y, wide[:, :k], codes, G, every, 2, stage, check_finite=True)
+        b = colwise.add_rows(y, cols, codes, G, every, 2, stage, check_finite=True)
+        assert a == b
+        return a
+
+    for j, batch in enumerate(batches):
+        assert add(*batch, broadcast=k // 2 if j == 2 else None)
+    assert np.array_equal(rowwise.packed, colwise.packed)
+    assert rowwise.packed.any()
+    before = colwise.packed.copy()
+    X, y, codes = batches[2]
+    for row, lane, bad in [(0, 0, np.nan), (40002, k, np.inf), (17, k - 1, -np.inf), (39990, k // 2, np.nan)]:
+        Xb, yb = X.copy(), y.copy()
+        if lane == k:
+            yb[row] = bad
+        else:
+            Xb[row, lane] = bad
+        assert not add(Xb, yb, codes)
+    assert np.array_equal(colwise.packed, before) and np.array_equal(rowwise.packed, before)
+
+
 def test_parquet_dataset_directory(parquet_file, tmp_path):
     _, df = parquet_file
     for i in range(3):

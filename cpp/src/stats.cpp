@@ -178,6 +178,7 @@ constexpr index_t kSegmentRows = 1 << 15;  // rows per task when a cluster is sp
 constexpr index_t kTaskRows = 8192;        // rows per task of whole small clusters (at most)
 constexpr index_t kSubChunkRows = 8192;    // rows staged at a time in the few-clusters mode: at least
                                            // this, more where 8 rows per cluster need more (see below)
+constexpr index_t kBlocksAhead = 2;        // blocks of statistics fetched ahead when adding into them
 constexpr index_t kCheckRows = 2048;       // rows checked for NaN / inf at a time (staged mode)
 
 // Row width of the blocks: 4, or a multiple of 8 (the tiled kernel's column groups).
@@ -306,6 +307,118 @@ CRVE_MULTIVERSION void scatter_block(const double* rows, index_t n, index_t PP, 
     }
   }
 }
+
+// Staged mode with every lane a contiguous column or a broadcast scalar (record batches): the
+// rows are read column by column, eight at a time, and transposed in registers, so each row is
+// written whole, straight to its place in the stage, with one or two vector stores; the NaN / inf
+// check rides on the same loads. (The general path assembles rows one value at a time into a
+// block, checks the columns in a pass of their own and then copies each row.)
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define CRVE_STAGE_COLUMNS 1
+constexpr int kStageLanes = 32;  // widest staged row this path takes (PPS)
+constexpr index_t kColumnAhead = 64;  // rows of each column fetched ahead (256: no better)
+struct StageLanes {              // lane l of row i: base[l][i * step[l]] - shift[l]
+  const double* base[kStageLanes];
+  index_t step[kStageLanes];     // 1 (a column) or 0 (a scalar; base points to eight copies)
+  double shift[kStageLanes];
+  double fill[kStageLanes][8];   // the eight copies of broadcast lanes (padding: zeros)
+};
+
+// v[0..7]: eight lanes of rows 0-7 (v[l][r]) -> v[r]: those lanes of row r.
+inline __attribute__((always_inline)) void transpose8(Row8* v) {
+  Row8 t[8], u[8];
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = __builtin_shufflevector(v[k], v[k + 1], 0, 8, 2, 10, 4, 12, 6, 14);
+    t[k + 1] = __builtin_shufflevector(v[k], v[k + 1], 1, 9, 3, 11, 5, 13, 7, 15);
+  }
+  for (int k = 0; k < 8; k += 4)
+    for (int h = 0; h < 2; ++h) {
+      u[k + h] = __builtin_shufflevector(t[k + h], t[k + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[k + h + 2] = __builtin_shufflevector(t[k + h], t[k + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  for (int r = 0; r < 4; ++r) {
+    v[r] = __builtin_shufflevector(u[r], u[r + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+    v[r + 4] = __builtin_shufflevector(u[r], u[r + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+// v[0..3]: four lanes of rows 0-7 -> v[r]: those lanes of rows r (low half) and r + 4 (high half).
+inline __attribute__((always_inline)) void transpose4x8(Row8* v) {
+  const Row8 t0 = __builtin_shufflevector(v[0], v[1], 0, 8, 2, 10, 4, 12, 6, 14);
+  const Row8 t1 = __builtin_shufflevector(v[0], v[1], 1, 9, 3, 11, 5, 13, 7, 15);
+  const Row8 t2 = __builtin_shufflevector(v[2], v[3], 0, 8, 2, 10, 4, 12, 6, 14);
+  const Row8 t3 = __builtin_shufflevector(v[2], v[3], 1, 9, 3, 11, 5, 13, 7, 15);
+  v[0] = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+  v[1] = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+  v[2] = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+  v[3] = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+}
+
+// Rows [lo, hi) to stage + at[codes[i]]++ * PPS; false (and staging stopped) at the first block
+// of kCheckRows rows holding a NaN or inf.
+template <int PPS>
+inline __attribute__((always_inline)) bool stage_columns_fixed(const StageLanes& L, const std::int64_t* codes,
+                                                               index_t lo, index_t hi, index_t* at, double* stage,
+                                                               index_t check_rows) {
+  constexpr int NG = PPS / 8;            // groups of eight lanes
+  constexpr bool T4 = PPS % 8 == 4;      // and one of four
+  Row8 chk{};
+  index_t i = lo;
+  for (index_t b1 = std::min(hi, lo + check_rows);; b1 = std::min(hi, b1 + check_rows)) {
+    for (; i + 8 <= b1; i += 8) {
+      Row8 v[8 * NG + 4 * T4];
+      for (int l = 0; l < 8 * NG + 4 * T4; ++l) {
+        prefetch_read(L.base[l] + (i + kColumnAhead) * L.step[l]);
+        const Row8 x = load8(L.base[l] + i * L.step[l]);
+        chk += x * 0.0;  // 0 for finite x, NaN otherwise
+        v[l] = x - L.shift[l];
+      }
+      if (i + 24 <= hi)  // the destinations of the group after next, for writing
+        for (int r = 16; r < 24; ++r) {
+          const double* ahead = stage + at[codes[i + r]] * PPS;
+          __builtin_prefetch(ahead, 1);
+          __builtin_prefetch(ahead + PPS - 1, 1);
+        }
+      for (int g = 0; g < NG; ++g) transpose8(v + 8 * g);
+      if (T4) transpose4x8(v + 8 * NG);
+      for (int r = 0; r < 8; ++r) {
+        double* dst = stage + at[codes[i + r]]++ * PPS;
+        for (int g = 0; g < NG; ++g) store8(dst + 8 * g, v[8 * g + r]);
+        if (T4) std::memcpy(dst + 8 * NG, reinterpret_cast<const double*>(&v[8 * NG + r % 4]) + 4 * (r / 4),
+                            4 * sizeof(double));
+      }
+    }
+    if (b1 == hi) {
+      for (; i < hi; ++i) {  // the last rows, one at a time
+        double* dst = stage + at[codes[i]]++ * PPS;
+        for (int l = 0; l < PPS; ++l) {
+          const double x = L.base[l][i * L.step[l]];
+          chk[0] += x * 0.0;
+          dst[l] = x - L.shift[l];
+        }
+      }
+    }
+    double s = 0.0;
+    for (int r = 0; r < 8; ++r) s += chk[r];
+    if (s != 0.0) return false;
+    if (b1 == hi) return true;
+  }
+}
+
+CRVE_MULTIVERSION bool stage_columns(const StageLanes& L, index_t PPS, const std::int64_t* codes, index_t lo,
+                                     index_t hi, index_t* at, double* stage, index_t check_rows) {
+  switch (PPS) {
+    case 4: return stage_columns_fixed<4>(L, codes, lo, hi, at, stage, check_rows);
+    case 8: return stage_columns_fixed<8>(L, codes, lo, hi, at, stage, check_rows);
+    case 12: return stage_columns_fixed<12>(L, codes, lo, hi, at, stage, check_rows);
+    case 16: return stage_columns_fixed<16>(L, codes, lo, hi, at, stage, check_rows);
+    case 20: return stage_columns_fixed<20>(L, codes, lo, hi, at, stage, check_rows);
+    case 24: return stage_columns_fixed<24>(L, codes, lo, hi, at, stage, check_rows);
+    case 28: return stage_columns_fixed<28>(L, codes, lo, hi, at, stage, check_rows);
+    default: return stage_columns_fixed<32>(L, codes, lo, hi, at, stage, check_rows);
+  }
+}
+#endif
 
 }  // namespace
 
@@ -646,6 +759,28 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
       }
       if (staged) {
         std::vector<char> finite(n_count, 1);
+#ifdef CRVE_STAGE_COLUMNS
+        // Every lane a column read in order or a scalar: the column-wise path (stage_columns).
+        bool columnar = PPS <= kStageLanes && (y.stride == 0 || y.stride == 1);
+        for (index_t l = 0; l < PS - 2; ++l) columnar = columnar && (X_live.stride[l] == 0 || X_live.stride[l] == 1);
+        StageLanes lanes;
+        if (columnar) {
+          for (index_t l = 0; l < PPS; ++l) {
+            const bool pad = l >= PS, one = l == PS - 2;
+            const double* src = pad || one ? nullptr : l == PS - 1 ? y.data : X_live.col[l];
+            const index_t step = pad || one ? 0 : l == PS - 1 ? y.stride : X_live.stride[l];
+            std::fill(lanes.fill[l], lanes.fill[l] + 8, pad ? 0.0 : one ? 1.0 : src[0]);
+            lanes.base[l] = step ? src : lanes.fill[l];
+            lanes.step[l] = step;
+            lanes.shift[l] = pad || one ? 0.0 : shift_live[l == PS - 1 ? PS - 2 : l];
+          }
+          parallel_tasks(n_count, threads, [&](index_t t) {
+            finite[t] = stage_columns(lanes, PPS, codes, N * t / n_count, N * (t + 1) / n_count, pos.data() + t * width,
+                                      rows_z, limits.check_finite ? kCheckRows : N + 8) ||
+                        !limits.check_finite;
+          });
+        } else
+#endif
         parallel_tasks(n_count, threads, [&](index_t t) {
           index_t* at = pos.data() + t * width;
           const index_t lo = N * t / n_count, hi = N * (t + 1) / n_count;
@@ -730,6 +865,12 @@ bool ClusterStats::build_impl(const MatrixView& X, const VectorView& y, const st
         run(task.lo, task.n, parts.data() + task.part * npack);
       } else {
         for (index_t g = task.g0; g < task.g1; ++g) {
+          if (adding && g + kBlocksAhead < task.g1 && dest[g + kBlocksAhead] >= 0) {
+            // Adding: the block of the cluster after next is read and written; fetch it now.
+            const char* b = reinterpret_cast<const char*>(dst_of(g + kBlocksAhead));
+            for (index_t e = 0; e < npack * 8; e += 64) __builtin_prefetch(b + e, 1);
+            __builtin_prefetch(b + npack * 8 - 1, 1);
+          }
           if (count[g] > 0) {
             run(start[g], count[g], dst_of(g));
           } else if (dest[g] >= 0) {  // an empty slot kept (never when adding)
