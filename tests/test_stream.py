@@ -112,15 +112,17 @@ def test_a_streamed_intercept_is_left_out_of_the_staged_copy(k):
     """A streamed batch's intercept is a broadcast 1.0 equal to its shift, so it is zero in every
     shifted row: the core's staged copy (many clusters) leaves it out, in rows of the K + 1 other
     lanes padded to a multiple of 4. The statistics are bit for bit those of a batch whose
-    intercept is a real column of ones (all K + 2 lanes staged), for row widths 3 to 20."""
+    intercept is a real column of ones (all K + 2 lanes staged), for row widths 3 to 20: also
+    where leaving the lane out narrows the rows from 8 to 4 doubles (k = 2), whose Gram kernel
+    sums every entry over the rows in the same order as the wider one."""
     from crve.stream import from_batches
 
     rng = np.random.default_rng(k)
-    N, G = 24_000, 3_000
+    N, G = 60_000, 20_000  # statistics past the chunk tables' 1 MB for every k: staged
     xs = [f"x{j}" for j in range(k)]
     df = pd.DataFrame({"g": rng.integers(0, G, N), **{c: rng.normal(size=N) for c in xs}, "one": 1.0})
     df["y"] = df[xs].sum(axis=1) + rng.normal(size=G)[df.g] + rng.normal(size=N)
-    batches = pa.Table.from_pandas(df, preserve_index=False).to_batches(max_chunksize=6_000)
+    batches = pa.Table.from_pandas(df, preserve_index=False).to_batches(max_chunksize=15_000)
     live = from_batches(batches, "y", xs, "g", progress=False)
     ones = from_batches(batches, "y", ["one"] + xs, "g", intercept=False, progress=False)
     assert list(live._core.shift) == list(ones._core.shift)

@@ -20,29 +20,23 @@ namespace {
 // Gram kernels: acc (P x PP, row-major) += Z'Z for a block Z of n rows (n x PP, row-major, zero
 // padded to PP columns). Only the lower triangle (j <= i) is needed.
 
-// Narrow rows (PP = 4): each acc row stays in registers across the block; two accumulator sets
-// (even/odd rows) hide the FMA latency.
-template <int PP>
-inline __attribute__((always_inline)) void gram_fixed(double* __restrict acc, const double* __restrict Z, index_t n,
-                                                      index_t P, bool fresh) {
-  for (index_t i = 0; i < P; ++i) {
-    double a0[PP], a1[PP];
-    for (int j = 0; j < PP; ++j) a0[j] = fresh ? 0.0 : acc[i * PP + j], a1[j] = 0.0;
-    index_t r = 0;
-    for (; r + 2 <= n; r += 2) {
-      const double* z0 = Z + r * PP;
-      const double* z1 = z0 + PP;
-      const double b0 = z0[i], b1 = z1[i];
-      for (int j = 0; j < PP; ++j) a0[j] += b0 * z0[j];
-      for (int j = 0; j < PP; ++j) a1[j] += b1 * z1[j];
-    }
-    if (r < n) {
-      const double* z0 = Z + r * PP;
-      const double b0 = z0[i];
-      for (int j = 0; j < PP; ++j) a0[j] += b0 * z0[j];
-    }
-    for (int j = 0; j < PP; ++j) acc[i * PP + j] = a0[j] + a1[j];
+// Narrow rows (PP = 4): the four accumulator rows stay in registers across the block (four
+// independent FMA chains), each row of Z loaded once. Every entry is summed over the rows in
+// order, as in the tiled kernels below, so a block staged without a left-out zero lane (P = 4 of
+// 5) gives the shared entries bit for bit as the wider block does.
+inline __attribute__((always_inline)) void gram_narrow(double* __restrict acc, const double* __restrict Z, index_t n,
+                                                       index_t P, bool fresh) {
+  Row4 a[4];
+  for (index_t i = 0; i < 4; ++i) {
+    if (i < P && !fresh) std::memcpy(&a[i], acc + i * 4, sizeof(Row4));
+    else a[i] = Row4{};
   }
+  for (index_t r = 0; r < n; ++r) {
+    Row4 z;
+    std::memcpy(&z, Z + r * 4, sizeof z);
+    for (int i = 0; i < 4; ++i) a[i] += z[i] * z;
+  }
+  for (index_t i = 0; i < P; ++i) std::memcpy(acc + i * 4, &a[i], sizeof(Row4));
 }
 
 // Register tile: acc rows [i0, i0 + TI) times column groups [0, NV) of 8 and, with T4, one more
@@ -116,7 +110,7 @@ inline __attribute__((always_inline)) void gram_generic(double* __restrict acc, 
 // fresh: acc starts from zero (its old contents are not read).
 CRVE_MULTIVERSION void gram_update(double* acc, const double* Z, index_t n, index_t P, index_t PP, bool fresh) {
   switch (PP) {
-    case 4: return gram_fixed<4>(acc, Z, n, P, fresh);
+    case 4: return gram_narrow(acc, Z, n, P, fresh);
     case 8: return gram_tiled<8>(acc, Z, n, P, fresh);
     case 12: return gram_tiled<12>(acc, Z, n, P, fresh);
     case 16: return gram_tiled<16>(acc, Z, n, P, fresh);
