@@ -13,7 +13,7 @@
 
 namespace crve {
 
-// The one hot loop of the library (gram_update) is multiversioned (simd.hpp).
+// The hot loops (gram_update, the staging copies) are multiversioned (simd.hpp).
 
 namespace {
 
@@ -22,8 +22,8 @@ namespace {
 
 // Narrow rows (PP = 4): the four accumulator rows stay in registers across the block (four
 // independent FMA chains), each row of Z loaded once. Every entry is summed over the rows in
-// order, as in the tiled kernels below, so a block staged without a left-out zero lane (P = 4 of
-// 5) gives the shared entries bit for bit as the wider block does.
+// order, as in the tiled kernels below, so where leaving a zero lane out of a staged copy
+// narrows its rows from 8 doubles to 4, the entries come out bit for bit as with the lane.
 inline __attribute__((always_inline)) void gram_narrow(double* __restrict acc, const double* __restrict Z, index_t n,
                                                        index_t P, bool fresh) {
   Row4 a[4];
