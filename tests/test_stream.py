@@ -179,6 +179,19 @@ def test_the_columnwise_staged_copy_equals_the_rowwise_one(k):
     assert np.array_equal(colwise.packed, before) and np.array_equal(rowwise.packed, before)
 
 
+def test_local_parquet_is_read_through_a_small_buffer(parquet_file, tmp_path):
+    """Local Parquet files are read a column chunk at a time through a reused buffer; a Dataset
+    the caller built keeps its own scan options, and so does anything not on local disk."""
+    import pyarrow.dataset as ds
+
+    from crve.stream import READ_BUFFER, local_scan_options
+
+    path, _ = parquet_file
+    opts = local_scan_options(ds.dataset(path))["fragment_scan_options"]
+    assert opts.use_buffered_stream and opts.buffer_size == READ_BUFFER and not opts.pre_buffer
+    assert local_scan_options(ds.dataset(pa.table({"a": [1.0]}))) == {}  # in memory: no filesystem
+
+
 def test_parquet_dataset_directory(parquet_file, tmp_path):
     _, df = parquet_file
     for i in range(3):
