@@ -59,24 +59,28 @@ def test_parquet_equals_in_memory_and_memory_is_bounded(parquet_file):
 def test_a_large_batch_is_added_in_slices(parquet_file):
     """A batch far larger than the slice (a whole Dask partition, a big CSV block) is added in
     zero-copy slices: the core's scratch copy of the rows stays one slice's size instead of the
-    batch's (here 600,000 rows x 8 doubles = 38 MB), and the statistics are the same."""
-    from crve.stream import SLICE_ROWS, _sliced, from_batches
+    batch's (here 1,200,000 rows x 8 doubles = 77 MB; a slice of 262,144 rows: 17 MB), and the
+    statistics are the same."""
+    from crve.stream import SLICE_ROWS, _sliced, batch_rows, from_batches
 
     path, df = parquet_file
     table = pq.read_table(path, columns=["y", "x1", "x2", "k", "school"])
-    batch = pa.concat_tables([table] * 3).combine_chunks().to_batches()[0]
-    assert batch.num_rows == 3 * len(df) > 4 * SLICE_ROWS
+    batch = pa.concat_tables([table] * 6).combine_chunks().to_batches()[0]
+    assert batch.num_rows == 6 * len(df) > 8 * SLICE_ROWS
     pieces = list(_sliced([batch]))
-    assert [p.num_rows for p in pieces] == [SLICE_ROWS] * 4 + [batch.num_rows - 4 * SLICE_ROWS]
+    assert [p.num_rows for p in pieces] == [SLICE_ROWS] * 9 + [batch.num_rows - 9 * SLICE_ROWS]
     assert pieces[1].column(0).buffers()[1].address == batch.column(0).buffers()[1].address  # zero-copy
+    rows = batch_rows(4 + 2)  # narrow rows (Intercept, x1, x2, k, 1, y): slices twice as long
+    assert rows == 2 * SLICE_ROWS and [p.num_rows for p in _sliced([batch], rows)][:4] == [rows] * 4
     tracemalloc.start()
     stats = from_batches([batch], "y", ["x1", "x2", "k"], "school", threads=1, progress=False)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    whole = batch.num_rows * 8 * 8  # scratch for the whole batch: 38 MB
-    assert peak < whole / 2.5, f"numpy peak {peak / 1e6:.1f} MB"  # one slice's: 8.4 MB (+ codes)
-    ref = crve.ols("y ~ x1 + x2 + k", pd.concat([df] * 3), cluster="school")
-    assert stats.nobs == 3 * len(df)
+    whole, one = batch.num_rows * 8 * 8, rows * 8 * 8  # scratch for the whole batch / one slice
+    assert one < peak < one + 8e6, f"numpy peak {peak / 1e6:.1f} MB"  # one slice's (+ codes, labels)
+    assert peak < whole / 3
+    ref = crve.ols("y ~ x1 + x2 + k", pd.concat([df] * 6), cluster="school")
+    assert stats.nobs == 6 * len(df)
     assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-12
 
 
@@ -190,6 +194,26 @@ def test_local_parquet_is_read_through_a_small_buffer(parquet_file, tmp_path):
     opts = local_scan_options(ds.dataset(path))["fragment_scan_options"]
     assert opts.use_buffered_stream and opts.buffer_size == READ_BUFFER and not opts.pre_buffer
     assert local_scan_options(ds.dataset(pa.table({"a": [1.0]}))) == {}  # in memory: no filesystem
+
+
+def test_default_batches_are_longer_for_narrow_rows(tmp_path):
+    """Without batch_size, Parquet is read in batches of 262,144 rows when at most 16 columns are
+    read (a batch's statistics are added into the total once per cluster: longer batches cost
+    less) and 131,072 rows for wider reads (the copy of each batch stays about 16-32 MB)."""
+    from crve.stream import SLICE_ROWS, parquet_source
+
+    n = 2 * SLICE_ROWS + 5
+    path = tmp_path / "wide.parquet"
+    pq.write_table(pa.table({f"c{i}": np.zeros(n, dtype=np.int8) for i in range(17)}), path)
+    make, _, rows = parquet_source(str(path), None)
+    assert rows == n
+    assert [b.num_rows for b in make([f"c{i}" for i in range(16)])] == [2 * SLICE_ROWS, 5]
+    assert [b.num_rows for b in make([f"c{i}" for i in range(17)])] == [SLICE_ROWS, SLICE_ROWS, 5]
+    make, _, _ = parquet_source(str(path), 1e5)  # a whole float is a row count
+    assert [b.num_rows for b in make(["c0"])] == [100_000, 100_000, n - 200_000]
+    for bad in [0, -5, 2.5, True, "10", float("nan")]:
+        with pytest.raises(ValueError, match="batch_size must be a positive whole number of rows"):
+            crve.ClusterStats.from_parquet(path, y="c0", x=["c1"], cluster="c2", batch_size=bad)
 
 
 def test_parquet_dataset_directory(parquet_file, tmp_path):

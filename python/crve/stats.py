@@ -59,10 +59,11 @@ class ClusterStats:
 
     @classmethod
     def from_parquet(cls, source: Any, *, formula: str | None = None, y: str | None = None,
-                     x: Sequence[str] | None = None, cluster: Any, intercept: bool = True, batch_size: int = 131_072,
+                     x: Sequence[str] | None = None, cluster: Any, intercept: bool = True, batch_size: int | None = None,
                      threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
         """Stream a Parquet file, directory or ``pyarrow.dataset.Dataset`` in record batches of
         ``batch_size`` rows, reading only the used columns; memory is one batch plus O(G K^2).
+        The default batch is 262,144 rows when at most 16 columns are read, else 131,072.
 
         Give a ``formula`` (as in :func:`crve.ols`; ``cluster`` one or more column names) or
         ``y`` and ``x`` column names (``intercept=True`` adds a constant "Intercept" first). With a
@@ -74,7 +75,7 @@ class ClusterStats:
         if formula is not None:
             return cls._from_parquet_formula(source, formula=formula, cluster=cluster, batch_size=batch_size,
                                              threads=threads, progress=progress, context=_caller_context())
-        make, schema, rows = parquet_source(source, int(batch_size))
+        make, schema, rows = parquet_source(source, batch_size)
         y, x = _y_x(y, x)
         _check_schema([y, *x, cluster], schema, "the Parquet data")
         return from_batches(make([y, *x, cluster]), y, x, cluster, intercept=intercept, total_rows=rows,
@@ -99,12 +100,12 @@ class ClusterStats:
                             progress=progress)
 
     @classmethod
-    def _from_parquet_formula(cls, source: Any, *, formula: str, cluster: Any, batch_size: int = 131_072,
+    def _from_parquet_formula(cls, source: Any, *, formula: str, cluster: Any, batch_size: int | None = None,
                               threads: int | None = None, progress: bool | None = None, context: Any = None,
                               missing: str = "drop") -> "ClusterStats":
         from .stream import from_formula_batches, parquet_source
 
-        make, schema, rows = parquet_source(source, int(batch_size))
+        make, schema, rows = parquet_source(source, batch_size)
         where = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the data"
         return from_formula_batches(make, schema, formula, cluster, total_rows=rows, threads=threads,
                                     progress=progress, context=context, missing=missing, where=where)
