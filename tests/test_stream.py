@@ -280,6 +280,37 @@ def test_csv_stream(tmp_path):
     assert _rel(stats.fit("CV2").bse, ref.with_variant("CV2").bse) < 1e-10  # CSV text round-trips to 1e-15
 
 
+def test_csv_types_that_change_after_the_first_block(tmp_path):
+    """CSV types come from the first block. A regressor (or y) of whole numbers there that later
+    holds decimals is read as float64 throughout and fits as in memory; a cluster column of
+    numbers that later holds a word, or a regressor holding text, is a ValueError naming the
+    file, the column (in the file's order, not the read order) and the value."""
+    N = 20_000
+    rng = np.random.default_rng(4)
+    df = pd.DataFrame({"a": 0, "g": rng.integers(0, 50, N), "k": rng.integers(0, 9, N).astype(float)})
+    df["y"] = df.k + rng.normal(size=50)[df.g] + rng.normal(size=N)
+    df.loc[df.index[-100:], "k"] += 0.5  # whole numbers until the last rows
+    path = tmp_path / "late.csv"
+    df.to_csv(path, index=False, float_format="%.17g")
+    assert path.read_text().splitlines()[1].split(",")[2].isdigit()  # the first block holds integers
+    stats = crve.ClusterStats.from_csv(str(path), y="y", x=["k"], cluster="g", block_bytes=1 << 14)
+    ref = crve.ols("y ~ k", df, cluster="g")
+    assert stats.nobs == N and _rel(stats.fit().bse, ref.bse) < 1e-12
+    bad = df.astype({"g": object, "k": object})
+    bad.loc[bad.index[-1], "g"] = "late"
+    bad.to_csv(tmp_path / "word.csv", index=False)
+    with pytest.raises(ValueError, match=r"word.csv: column 'g' changed type: .*'late'.* larger block_bytes"):
+        crve.ClusterStats.from_csv(str(tmp_path / "word.csv"), y="y", x=["k"], cluster="g", block_bytes=1 << 14)
+    bad = df.astype({"k": object})
+    bad.loc[bad.index[-1], "k"] = "n/a?"
+    bad.to_csv(tmp_path / "text.csv", index=False)
+    with pytest.raises(ValueError, match=r"text.csv: column 'k' must be numeric: .*'n/a\?'$"):
+        crve.ClusterStats.from_csv(str(tmp_path / "text.csv"), y="y", x=["k"], cluster="g", block_bytes=1 << 14)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(ValueError, match="empty.csv: Empty CSV file"):
+        crve.ClusterStats.from_csv(str(tmp_path / "empty.csv"), y="y", x=["k"], cluster="g")
+
+
 def test_stream_errors(parquet_file, tmp_path):
     path, _ = parquet_file
     with pytest.raises(ValueError, match="column 'x9' is not in the Parquet data"):
@@ -288,8 +319,13 @@ def test_stream_errors(parquet_file, tmp_path):
         crve.ClusterStats.from_parquet(path, y="y", x=["school"], cluster="k")
     empty = tmp_path / "e.parquet"
     pd.DataFrame({"y": [np.nan], "x": [1.0], "g": [1]}).to_parquet(empty)
-    with pytest.raises(ValueError, match="no rows left"):
+    with pytest.raises(ValueError, match=r"no rows left to fit \(1 dropped for missing values\)"):
         crve.ClusterStats.from_parquet(empty, y="y", x=["x"], cluster="g")
+    none = tmp_path / "n.parquet"
+    pd.DataFrame({"y": [], "x": [], "g": []}).astype({"g": "int64"}).to_parquet(none)
+    for kw in ({"y": "y", "x": ["x"]}, {"formula": "y ~ x"}):
+        with pytest.raises(ValueError, match="no rows left to fit: the data has no rows"):
+            crve.ClusterStats.from_parquet(none, cluster="g", **kw)
 
 
 def _with_late_level(N=30_000, G=80, seed=5):

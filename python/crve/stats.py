@@ -86,15 +86,18 @@ class ClusterStats:
                  cluster: Any, intercept: bool = True, block_bytes: int = 16 << 20, delimiter: str = ",",
                  threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
         """Stream a CSV file ``block_bytes`` at a time (pyarrow's CSV reader; column types are
-        inferred from the first block); otherwise as :meth:`from_parquet`."""
+        inferred from the first block, except that ``y`` and ``x`` are read as float64, so whole
+        numbers there followed by decimals later are fine; a cluster or formula column that
+        changes type after the first block is an error naming it); otherwise as
+        :meth:`from_parquet`."""
         from .stream import csv_source, from_batches
 
         if formula is not None:
             return cls._from_csv_formula(path, formula=formula, cluster=cluster, block_bytes=block_bytes,
                                          delimiter=delimiter, threads=threads, progress=progress,
                                          context=_caller_context())
-        make, schema, _ = csv_source(str(path), int(block_bytes), delimiter)
         y, x = _y_x(y, x)
+        make, schema, _ = csv_source(str(path), int(block_bytes), delimiter, floats=[y, *x])
         _check_schema([y, *x, cluster], schema, str(path))
         return from_batches(make([y, *x, cluster]), y, x, cluster, intercept=intercept, threads=threads,
                             progress=progress)

@@ -85,19 +85,57 @@ def local_scan_options(dataset: Any) -> dict:
                                                                    buffer_size=READ_BUFFER)}
 
 
-def csv_source(path: str, block_bytes: int, delimiter: str = ",") -> tuple[Any, Any, None]:
-    """(make_batches(columns), schema, None) of a CSV file (types inferred from the first block)."""
+def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Sequence[str] = ()) -> tuple[Any, Any, None]:
+    """(make_batches(columns), schema, None) of a CSV file. Column types are inferred from the
+    first block, except that ``floats`` (y and the regressors) inferred as integers (or as all
+    missing) are read as float64: a column of whole numbers that later holds 2.5 stays readable.
+    A later value that does not fit its column's type (a cluster column of numbers, then a
+    word) raises a ValueError naming the file, the column and the value."""
+    import os
+
     _need_arrow()
+    import pyarrow as pa
     import pyarrow.csv as pcsv
 
     parse = pcsv.ParseOptions(delimiter=delimiter)
     read = pcsv.ReadOptions(block_size=block_bytes)
-    schema = pcsv.open_csv(path, read_options=read, parse_options=parse,
-                           convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).schema
+    where = os.path.basename(path)
 
-    def make(cols: list[str]) -> Any:  # empty fields are missing, as in pandas.read_csv
-        return pcsv.open_csv(path, read_options=read, parse_options=parse,
-                             convert_options=pcsv.ConvertOptions(include_columns=cols, strings_can_be_null=True))
+    def fail(exc: Exception, first: bool) -> ValueError:
+        msg, name = str(exc), None
+        found = re.match(r"In CSV column #(\d+): (.*)", msg, re.S)
+        if found and names and int(found.group(1)) < len(names):  # numbered in the file's order
+            name = names[int(found.group(1))]
+            msg = f"column {name!r} {'must be numeric' if name in floats else 'changed type'}: {found.group(2)}"
+        if not first and name not in floats:
+            msg += (f"; CSV column types are inferred from the first block ({block_bytes:,} bytes): give a larger "
+                    "block_bytes, or convert the file to Parquet with the column types fixed")
+        return ValueError(f"{where}: {msg}")
+
+    names: list[str] = []
+    try:  # empty fields are missing, as in pandas.read_csv
+        schema = pcsv.open_csv(path, read_options=read, parse_options=parse,
+                               convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).schema
+    except pa.ArrowInvalid as exc:
+        raise fail(exc, True) from None
+    names = list(schema.names)
+    types = {c: pa.float64() for c in floats if c in names and
+             (pa.types.is_integer(schema.field(c).type) or pa.types.is_null(schema.field(c).type))}
+    for c, t in types.items():
+        schema = schema.set(schema.get_field_index(c), pa.field(c, t))
+
+    def make(cols: list[str]) -> Any:
+        convert = pcsv.ConvertOptions(include_columns=cols, strings_can_be_null=True,
+                                      column_types={c: t for c, t in types.items() if c in cols})
+        reader = pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+        while True:
+            try:
+                batch = reader.read_next_batch()
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as exc:
+                raise fail(exc, False) from None
+            yield batch
     return make, schema, None
 
 
@@ -229,7 +267,7 @@ class _Accumulator:
         from .stats import ClusterStats
 
         if self.total is None:
-            raise ValueError(f"no rows left to fit ({n_dropped:,} dropped for missing values)")
+            raise ValueError(_no_rows(n_dropped))
         self.total.compact(np.arange(len(self.labels), dtype=np.int64))
         self.stage = np.empty(0)
         stats = ClusterStats(self.total, np.asarray(self.labels, dtype=object), names)
@@ -239,6 +277,12 @@ class _Accumulator:
         stats.n_dropped = n_dropped
         stats.dropped_by = {c: v for c, v in dropped_by.items() if v}
         return stats
+
+
+def _no_rows(n_dropped: int) -> str:
+    if n_dropped == 0:
+        return "no rows left to fit: the data has no rows"
+    return f"no rows left to fit ({n_dropped:,} dropped for missing values)"
 
 
 def merge_counts(a: dict, b: Any) -> dict:
@@ -414,5 +458,5 @@ def from_formula_batches(make_batches: Any, schema: Any, formula: str, cluster: 
         if bar is not None:
             bar.close()
     if acc is None:
-        raise ValueError(f"no rows left to fit ({n_dropped:,} dropped for missing values)")
+        raise ValueError(_no_rows(n_dropped))
     return acc.finish(names, n_dropped, dropped, str(spec.lhs))
