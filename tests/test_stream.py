@@ -296,6 +296,11 @@ def test_csv_types_that_change_after_the_first_block(tmp_path):
     stats = crve.ClusterStats.from_csv(str(path), y="y", x=["k"], cluster="g", block_bytes=1 << 14)
     ref = crve.ols("y ~ k", df, cluster="g")
     assert stats.nobs == N and _rel(stats.fit().bse, ref.bse) < 1e-12
+    ref = crve.ols("y ~ k + np.log1p(k) + C(a)", df.assign(a=df.g % 3), cluster="g")  # formula: numeric k
+    df.assign(a=df.g % 3).to_csv(path, index=False, float_format="%.17g")
+    res = crve.ClusterStats.from_csv(str(path), formula="y ~ k + np.log1p(k) + C(a)", cluster="g",
+                                     block_bytes=1 << 14).fit()
+    assert res.nobs == N and _rel(res.bse, ref.bse) < 1e-12 and list(res.bse.index) == list(ref.bse.index)
     bad = df.astype({"g": object, "k": object})
     bad.loc[bad.index[-1], "g"] = "late"
     bad.to_csv(tmp_path / "word.csv", index=False)

@@ -86,10 +86,10 @@ class ClusterStats:
                  cluster: Any, intercept: bool = True, block_bytes: int = 16 << 20, delimiter: str = ",",
                  threads: int | None = None, progress: bool | None = None) -> "ClusterStats":
         """Stream a CSV file ``block_bytes`` at a time (pyarrow's CSV reader; column types are
-        inferred from the first block, except that ``y`` and ``x`` are read as float64, so whole
-        numbers there followed by decimals later are fine; a cluster or formula column that
-        changes type after the first block is an error naming it); otherwise as
-        :meth:`from_parquet`."""
+        inferred from the first block, except that ``y``, ``x`` and a formula's numeric columns
+        are read as float64, so whole numbers there followed by decimals later are fine; a
+        cluster or categorical column that changes type after the first block is an error naming
+        it); otherwise as :meth:`from_parquet`."""
         from .stream import csv_source, from_batches
 
         if formula is not None:
@@ -117,9 +117,10 @@ class ClusterStats:
     def _from_csv_formula(cls, path: Any, *, formula: str, cluster: Any, block_bytes: int = 16 << 20,
                           delimiter: str = ",", threads: int | None = None, progress: bool | None = None,
                           context: Any = None, missing: str = "drop") -> "ClusterStats":
-        from .stream import csv_source, from_formula_batches
+        from .stream import csv_source, from_formula_batches, integer_regressors
 
-        make, schema, _ = csv_source(str(path), int(block_bytes), delimiter)
+        make, schema, _ = csv_source(str(path), int(block_bytes), delimiter,
+                                     floats=lambda schema: integer_regressors(formula, schema, cluster))
         return from_formula_batches(make, schema, formula, cluster, threads=threads, progress=progress,
                                     context=context, missing=missing, where=os.path.basename(str(path)))
 

@@ -85,10 +85,11 @@ def local_scan_options(dataset: Any) -> dict:
                                                                    buffer_size=READ_BUFFER)}
 
 
-def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Sequence[str] = ()) -> tuple[Any, Any, None]:
+def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Any = ()) -> tuple[Any, Any, None]:
     """(make_batches(columns), schema, None) of a CSV file. Column types are inferred from the
-    first block, except that ``floats`` (y and the regressors) inferred as integers (or as all
-    missing) are read as float64: a column of whole numbers that later holds 2.5 stays readable.
+    first block, except that ``floats`` (y and the regressors; or a function of the inferred
+    schema that names them) inferred as integers (or as all missing) are read as float64: a
+    column of whole numbers that later holds 2.5 stays readable.
     A later value that does not fit its column's type (a cluster column of numbers, then a
     word) raises a ValueError naming the file, the column and the value."""
     import os
@@ -119,6 +120,7 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Sequen
     except pa.ArrowInvalid as exc:
         raise fail(exc, True) from None
     names = list(schema.names)
+    floats = list(floats(schema) if callable(floats) else floats)
     types = {c: pa.float64() for c in floats if c in names and
              (pa.types.is_integer(schema.field(c).type) or pa.types.is_null(schema.field(c).type))}
     for c, t in types.items():
@@ -363,6 +365,20 @@ def from_batches(batches: Iterable, y: str, x: Sequence[str], cluster: str, *, i
 
 
 _C_CALL = re.compile(r"\bC\(\s*([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def integer_regressors(formula: str, schema: Any, cluster: Any) -> list[str]:
+    """Integer columns of ``schema`` that ``formula`` uses as numbers (not a cluster, not in
+    ``C(...)``): CSV reads them as float64, as pandas.read_csv does a column of whole numbers
+    that holds a decimal further down."""
+    import pyarrow as pa
+
+    from .formula import _parse
+
+    clusters = [cluster] if isinstance(cluster, str) else list(cluster or [])
+    used = [v for v in sorted(_parse(formula).required_variables) if v in schema.names and v not in clusters]
+    cats = set(categorical_columns(formula, schema, used))
+    return [c for c in used if c not in cats and pa.types.is_integer(schema.field(c).type)]
 
 
 def categorical_columns(formula: str, schema: Any, used: list[str]) -> list[str]:
