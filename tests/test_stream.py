@@ -223,6 +223,15 @@ def test_parquet_dataset_directory(parquet_file, tmp_path):
     stats = crve.ClusterStats.from_parquet(tmp_path, y="y", x=["x1"], cluster="school", batch_size=4096)
     ref = crve.ols("y ~ x1", df.iloc[:30_000], cluster="school")
     assert _rel(stats.fit().bse, ref.bse) < 1e-12
+    # A filtered Dataset streams only its rows (pyarrow applies the filter batch by batch).
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    subset = ds.dataset(tmp_path).filter(pc.field("x1") > 50.3)
+    for kw in ({"y": "y", "x": ["x1"]}, {"formula": "y ~ x1"}):
+        stats = crve.ClusterStats.from_parquet(subset, cluster="school", batch_size=4096, **kw)
+        ref = crve.ols("y ~ x1", df.iloc[:30_000].query("x1 > 50.3"), cluster="school")
+        assert stats.nobs == ref.nobs < 20_000 and _rel(stats.fit().bse, ref.bse) < 1e-12
 
 
 def test_missing_values_are_dropped_and_counted(tmp_path):
