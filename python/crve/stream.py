@@ -41,9 +41,10 @@ def batch_rows(width: int) -> int:
     """Rows per batch (or slice) of rows of ``width`` float64 values: 2 * SLICE_ROWS (262,144)
     where that stays within BATCH_BYTES (up to 16 values a row), else SLICE_ROWS. Each batch's
     statistics are added into the running total once per cluster the batch holds, so longer
-    batches cost less: bench/bench_stream.py (1e8 rows x 12 columns, 10,000 clusters) ran 3-4%
-    faster with 262,144 rows than with 131,072, and pyarrow alone read as fast either way. Wide
-    rows keep the shorter batches, whose copies already take 16 MB and more."""
+    batches cost less: bench/bench_stream.py (1e8 rows x 12 columns, 10,000 clusters) took
+    0.15-0.2 CPU seconds less (of about 9) with 262,144 rows than with 131,072, pyarrow alone
+    reading as fast either way; 393,216 rows were no better. Wide rows keep the shorter batches,
+    whose copies already take 16 MB and more."""
     return 2 * SLICE_ROWS if 2 * SLICE_ROWS * 8 * width <= BATCH_BYTES else SLICE_ROWS
 
 
@@ -89,9 +90,9 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Any = 
     """(make_batches(columns), schema, None) of a CSV file. Column types are inferred from the
     first block, except that ``floats`` (y and the regressors; or a function of the inferred
     schema that names them) inferred as integers (or as all missing) are read as float64: a
-    column of whole numbers that later holds 2.5 stays readable.
-    A later value that does not fit its column's type (a cluster column of numbers, then a
-    word) raises a ValueError naming the file, the column and the value."""
+    column of whole numbers that later holds 2.5 stays readable. A later value that does not
+    fit its column's type (a cluster column of numbers, then a word) raises a ValueError naming
+    the file, the column and the value."""
     import os
 
     _need_arrow()
@@ -102,26 +103,30 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Any = 
     read = pcsv.ReadOptions(block_size=block_bytes)
     where = os.path.basename(path)
 
-    def fail(exc: Exception, first: bool) -> ValueError:
-        msg, name = str(exc), None
+    names: list[str] = []  # the file's columns, in its order
+    numeric: list[str] = []  # the columns given in floats
+
+    def fail(exc: Exception) -> ValueError:
+        """pyarrow's error, with the column it numbers named (and, for a column whose type was
+        inferred, where the type came from)."""
+        msg = str(exc)
         found = re.match(r"In CSV column #(\d+): (.*)", msg, re.S)
-        if found and names and int(found.group(1)) < len(names):  # numbered in the file's order
+        if found and int(found.group(1)) < len(names):  # numbered in the file's order
             name = names[int(found.group(1))]
-            msg = f"column {name!r} {'must be numeric' if name in floats else 'changed type'}: {found.group(2)}"
-        if not first and name not in floats:
-            msg += (f"; CSV column types are inferred from the first block ({block_bytes:,} bytes): give a larger "
-                    "block_bytes, or convert the file to Parquet with the column types fixed")
+            msg = f"column {name!r} {'must be numeric' if name in numeric else 'changed type'}: {found.group(2)}"
+            if name not in numeric:
+                msg += (f"; CSV column types are inferred from the first block ({block_bytes:,} bytes): give a "
+                        "larger block_bytes, or convert the file to Parquet with the column types fixed")
         return ValueError(f"{where}: {msg}")
 
-    names: list[str] = []
     try:  # empty fields are missing, as in pandas.read_csv
         schema = pcsv.open_csv(path, read_options=read, parse_options=parse,
                                convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).schema
     except pa.ArrowInvalid as exc:
-        raise fail(exc, True) from None
-    names = list(schema.names)
-    floats = list(floats(schema) if callable(floats) else floats)
-    types = {c: pa.float64() for c in floats if c in names and
+        raise fail(exc) from None
+    names[:] = schema.names
+    numeric[:] = floats(schema) if callable(floats) else floats
+    types = {c: pa.float64() for c in numeric if c in names and
              (pa.types.is_integer(schema.field(c).type) or pa.types.is_null(schema.field(c).type))}
     for c, t in types.items():
         schema = schema.set(schema.get_field_index(c), pa.field(c, t))
@@ -136,7 +141,7 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Any = 
             except StopIteration:
                 return
             except pa.ArrowInvalid as exc:
-                raise fail(exc, False) from None
+                raise fail(exc) from None
             yield batch
     return make, schema, None
 
