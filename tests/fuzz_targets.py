@@ -192,6 +192,39 @@ def target_cli_files(inp) -> None:
         target_cli_args(["fit", path, "-f", formula, *cluster])
 
 
+@st.composite
+def csv_streams(draw):
+    """CSV files whose column types may change after the first block: mostly whole numbers,
+    then decimals, words, missing or malformed cells, read in blocks as small as 64 bytes."""
+    early = st.one_of(st.integers(-5, 5).map(str), st.just(""))
+    number = st.one_of(early, st.floats(-10, 10, allow_nan=False).map(lambda v: f"{v:.3g}"))
+    late = st.one_of(number, _cells, st.sampled_from(["inf", "-inf", "1e400", "abc", " ", "TRUE", "0x1"]))
+    n_early, n_late = draw(st.integers(0, 40)), draw(st.integers(0, 20))
+    plain = draw(st.booleans())  # later y and x cells numbers too, clusters whole numbers: must read
+    rows = [draw(st.lists(early, min_size=3, max_size=3)) for _ in range(n_early)]
+    rows += [[draw(number if plain else late), draw(number if plain else late), draw(early if plain else late)]
+             for _ in range(n_late)]
+    text = "y,x,g\n" + "\n".join(",".join(r) for r in rows) + ("\n" if draw(st.booleans()) else "")
+    return text, draw(st.sampled_from([64, 256, 4096, 1 << 20])), draw(st.booleans()), plain
+
+
+def target_csv_stream(inp) -> None:
+    """ClusterStats.from_csv (y / x, or a formula) on such files: finite statistics, or a clean
+    error (a type change after the first block names its column). Where every later y and x
+    cell is a number and every cluster a whole number, the file is read whatever the first
+    block showed (an error may only be about the data, not about reading it)."""
+    text, block, formula, plain = inp
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "data.csv")
+        with open(path, "w") as fh:
+            fh.write(text)
+        kw = {"formula": "y ~ x"} if formula else {"y": "y", "x": ["x"]}
+        res, err = _outcome(lambda: crve.ClusterStats.from_csv(path, cluster="g", block_bytes=block, **kw).fit())
+        if res is not None:
+            _check_result(res)
+        assert not (plain and err is not None and "CSV" in str(err)), f"numbers not read: {err}"
+
+
 # -- target 5: streaming and Dask partitions against the in-memory fit --------------------------
 _values = st.one_of(st.integers(-3, 3).map(float), st.floats(-100, 100, width=32).map(float),
                     st.sampled_from([float("nan"), float("inf"), 1e6]))
@@ -342,7 +375,8 @@ def target_staged(inp) -> None:
 
 TARGETS = {"arrays": (target_arrays, array_inputs()), "formula": (target_formula, formula_inputs()),
            "cli_args": (target_cli_args, _cli_argv), "cli_files": (target_cli_files, csv_files()),
-           "stream": (target_stream, stream_inputs()), "staged": (target_staged, staged_inputs())}
+           "stream": (target_stream, stream_inputs()), "staged": (target_staged, staged_inputs()),
+           "csv_stream": (target_csv_stream, csv_streams())}
 
 
 def run(name: str, examples: int, seed: int | None = None) -> float:

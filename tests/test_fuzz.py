@@ -12,7 +12,7 @@ import fuzz_targets  # noqa: E402
 
 
 @pytest.mark.parametrize("name,examples", [("arrays", 300), ("formula", 200), ("cli_args", 300), ("cli_files", 100),
-                                           ("stream", 200), ("staged", 300)])
+                                           ("stream", 200), ("staged", 300), ("csv_stream", 200)])
 def test_fuzz_target(name, examples):
     pytest.importorskip("polars")
     pytest.importorskip("pyarrow")
