@@ -232,6 +232,14 @@ def test_parquet_dataset_directory(parquet_file, tmp_path):
         stats = crve.ClusterStats.from_parquet(subset, cluster="school", batch_size=4096, **kw)
         ref = crve.ols("y ~ x1", df.iloc[:30_000].query("x1 > 50.3"), cluster="school")
         assert stats.nobs == ref.nobs < 20_000 and _rel(stats.fit().bse, ref.bse) < 1e-12
+    # A later file whose column does not cast to the dataset's type (taken from the first file).
+    drift = tmp_path / "drift"  # after the reads above: ds.dataset(tmp_path) would include it
+    drift.mkdir()
+    pq.write_table(pa.Table.from_pandas(df.iloc[:1000], preserve_index=False), drift / "a.parquet")
+    pq.write_table(pa.Table.from_pandas(df.iloc[1000:2000].assign(x1="n/a"), preserve_index=False), drift / "b.parquet")
+    for kw in ({"y": "y", "x": ["x1"]}, {"formula": "y ~ x1"}):
+        with pytest.raises(ValueError, match=r"^drift: reading failed after 1,000 rows: .*'n/a'.*first file\)$"):
+            crve.ClusterStats.from_parquet(drift, cluster="school", **kw)
 
 
 def test_missing_values_are_dropped_and_counted(tmp_path):

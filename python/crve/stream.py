@@ -51,7 +51,9 @@ def batch_rows(width: int) -> int:
 def parquet_source(source: Any, batch_size: int | None) -> tuple[Any, Any, int]:
     """(make_batches(columns), schema, row count) of a Parquet file, directory or Dataset; batches
     of ``batch_size`` rows (None: batch_rows of the number of columns read)."""
-    _need_arrow()
+    import os
+
+    pa = _need_arrow()
     import pyarrow.dataset as ds
 
     if batch_size is not None:
@@ -66,10 +68,33 @@ def parquet_source(source: Any, batch_size: int | None) -> tuple[Any, Any, int]:
         fmt = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
         dataset = ds.dataset(source, format=fmt)
         scan = local_scan_options(dataset)
-    # Little readahead: memory stays near one row group per decoding thread.
-    return (lambda cols: dataset.to_batches(columns=cols, batch_size=batch_size or batch_rows(len(cols)),
-                                            batch_readahead=READAHEAD, fragment_readahead=1, **scan)), \
-        dataset.schema, dataset.count_rows()
+    where = os.path.basename(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else "the Parquet data"
+    unreadable = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError)
+
+    def failed(exc: Exception, rows: int) -> ValueError:
+        hint = (" (every file of a dataset must hold its columns in the types of the dataset's schema, which "
+                "comes from its first file)") if len(getattr(dataset, "files", [])) > 1 else ""
+        return ValueError(f"{where}: reading failed after {rows:,} rows: {exc}{hint}")
+
+    def make(cols: list[str]) -> Any:
+        # Little readahead: memory stays near one row group per decoding thread.
+        batches = dataset.to_batches(columns=cols, batch_size=batch_size or batch_rows(len(cols)),
+                                     batch_readahead=READAHEAD, fragment_readahead=1, **scan)
+        rows = 0
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except unreadable as exc:
+                raise failed(exc, rows) from None
+            rows += batch.num_rows
+            yield batch
+    try:
+        total = dataset.count_rows()
+    except unreadable as exc:
+        raise failed(exc, 0) from None
+    return make, dataset.schema, total
 
 
 def local_scan_options(dataset: Any) -> dict:
