@@ -78,23 +78,30 @@ def parquet_source(source: Any, batch_size: int | None) -> tuple[Any, Any, int]:
 
     def make(cols: list[str]) -> Any:
         # Little readahead: memory stays near one row group per decoding thread.
-        batches = dataset.to_batches(columns=cols, batch_size=batch_size or batch_rows(len(cols)),
-                                     batch_readahead=READAHEAD, fragment_readahead=1, **scan)
-        rows = 0
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except unreadable as exc:
-                raise failed(exc, rows) from None
-            rows += batch.num_rows
-            yield batch
+        return _reraised(lambda: dataset.to_batches(columns=cols, batch_size=batch_size or batch_rows(len(cols)),
+                                                    batch_readahead=READAHEAD, fragment_readahead=1, **scan),
+                         unreadable, failed)
     try:
         total = dataset.count_rows()
     except unreadable as exc:
         raise failed(exc, 0) from None
     return make, dataset.schema, total
+
+
+def _reraised(open_batches: Any, errors: tuple, wrap: Any) -> Iterable:
+    """The batches of ``open_batches()`` (opened on the first read); one of ``errors`` raised
+    while opening or reading is raised again as ``wrap(error, rows read before it)``."""
+    batches, rows = None, 0
+    while True:
+        try:
+            batches = iter(open_batches()) if batches is None else batches
+            batch = next(batches)
+        except StopIteration:
+            return
+        except errors as exc:
+            raise wrap(exc, rows) from None
+        rows += batch.num_rows
+        yield batch
 
 
 def local_scan_options(dataset: Any) -> dict:
@@ -128,10 +135,10 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Any = 
     read = pcsv.ReadOptions(block_size=block_bytes)
     where = os.path.basename(path)
 
-    names: list[str] = []  # the file's columns, in its order
+    names: list[str] = []  # the file's columns, in its order (known once the first block is read)
     numeric: list[str] = []  # the columns given in floats
 
-    def fail(exc: Exception) -> ValueError:
+    def fail(exc: Exception, rows: int = 0) -> ValueError:
         """pyarrow's error, with the column it numbers named (and, for a column whose type was
         inferred, where the type came from)."""
         msg = str(exc)
@@ -149,8 +156,8 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Any = 
                                convert_options=pcsv.ConvertOptions(strings_can_be_null=True)).schema
     except pa.ArrowInvalid as exc:
         raise fail(exc) from None
-    names[:] = schema.names
-    numeric[:] = floats(schema) if callable(floats) else floats
+    names = list(schema.names)
+    numeric = list(floats(schema) if callable(floats) else floats)
     types = {c: pa.float64() for c in numeric if c in names and
              (pa.types.is_integer(schema.field(c).type) or pa.types.is_null(schema.field(c).type))}
     for c, t in types.items():
@@ -159,15 +166,8 @@ def csv_source(path: str, block_bytes: int, delimiter: str = ",", floats: Any = 
     def make(cols: list[str]) -> Any:
         convert = pcsv.ConvertOptions(include_columns=cols, strings_can_be_null=True,
                                       column_types={c: t for c, t in types.items() if c in cols})
-        reader = pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert)
-        while True:
-            try:
-                batch = reader.read_next_batch()
-            except StopIteration:
-                return
-            except pa.ArrowInvalid as exc:
-                raise fail(exc) from None
-            yield batch
+        return _reraised(lambda: pcsv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert),
+                         (pa.ArrowInvalid,), fail)
     return make, schema, None
 
 
